@@ -1,0 +1,47 @@
+# tblog: two commands set up a fresh clone.
+#   make demo   create .venv, install, ship a realistic burst of logs and show they arrived
+#   make test   create .venv, install with the test extras, run ruff, mypy and the whole suite
+#   make bench  run the side-by-side benchmarks in benchmarks/
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: demo test lint typecheck pytest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.demo: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[demo]'
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[test]'
+	touch $@
+
+$(VENV)/.bench: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[test,bench]'
+	touch $@
+
+demo: $(VENV)/.demo
+	$(BIN)/python -m tblog demo
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check tblog tests examples benchmarks
+	$(BIN)/ruff format --check tblog tests examples benchmarks
+
+typecheck: $(VENV)/.test
+	$(BIN)/mypy
+
+pytest: $(VENV)/.test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(VENV)/.bench
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,47 @@
+"""tblog: ship Python logs and events to Tinybird through the Events API.
+
+The public API is exactly what ``__all__`` lists; everything in a ``_private``
+module is internal and may change without notice.
+"""
+
+from __future__ import annotations
+
+from tblog._sender import flush
+from tblog._version import __version__
+from tblog.context import (
+    bind,
+    bound,
+    get_bound,
+    get_span_id,
+    get_trace_id,
+    new_span_id,
+    new_trace_id,
+    set_span_id,
+    set_trace_id,
+    trace,
+    unbind,
+)
+from tblog.handlers import (
+    TinybirdLoggingHandler,
+    TinybirdLoggingQueueHandler,
+    TinybirdQueueListener,
+)
+
+__all__ = [
+    "TinybirdLoggingHandler",
+    "TinybirdLoggingQueueHandler",
+    "TinybirdQueueListener",
+    "__version__",
+    "bind",
+    "bound",
+    "flush",
+    "get_bound",
+    "get_span_id",
+    "get_trace_id",
+    "new_span_id",
+    "new_trace_id",
+    "set_span_id",
+    "set_trace_id",
+    "trace",
+    "unbind",
+]

@@ -1,0 +1,217 @@
+"""Handler options: defaults, environment fallbacks and validation with clear messages.
+
+Every option is a primitive (int, float, bool, str, list or dict of primitives) so
+``logging.config.dictConfig`` can build a handler from YAML.  Validation happens
+once, in the constructor, and raises ``ValueError``/``TypeError`` naming the option;
+nothing here ever includes the token in a message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tblog._diag import warn_once
+
+DEFAULT_API_URL = "https://api.tinybird.co"
+API_URL_ENV = ("TB_API_URL", "TB_HOST")
+TOKEN_ENV = ("TB_WRITE_TOKEN", "TB_TOKEN", "TINYBIRD_TOKEN")
+
+#: Tinybird rejects Events API requests over 10 MB; stay well below it.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+
+#: Loggers whose records are never shipped: tblog itself and its HTTP stack.
+ALWAYS_IGNORED = ("tblog", "urllib3", "requests", "charset_normalizer")
+
+SCHEMAS = ("tblog", "tinybird-python-sdk")
+DROP_POLICIES = ("oldest", "newest")
+
+_DS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated delivery options of one handler (or other producer)."""
+
+    batch_size: int = 500
+    flush_interval: float = 1.0
+    max_buffer_size: int = 100_000
+    max_buffer_bytes: int = 64 * 1024 * 1024
+    max_batch_bytes: int = MAX_REQUEST_BYTES
+    drop_policy: str = "oldest"
+    gzip: bool = True
+    wait: bool = False
+    timeout: float = 10.0
+    shutdown_timeout: float = 5.0
+    max_event_bytes: int = 1024 * 1024
+    max_retries: int = 5
+    static_fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _positive_int("batch_size", self.batch_size)
+        _positive_number("flush_interval", self.flush_interval)
+        _positive_int("max_buffer_size", self.max_buffer_size)
+        _positive_int("max_buffer_bytes", self.max_buffer_bytes)
+        _positive_int("max_batch_bytes", self.max_batch_bytes)
+        if self.max_batch_bytes > MAX_REQUEST_BYTES:
+            raise ValueError(
+                f"max_batch_bytes must be at most {MAX_REQUEST_BYTES} "
+                "(Tinybird rejects Events API requests over 10 MB)"
+            )
+        if self.drop_policy not in DROP_POLICIES:
+            raise ValueError(
+                f"drop_policy must be one of {', '.join(map(repr, DROP_POLICIES))}, "
+                f"not {self.drop_policy!r}"
+            )
+        _bool("gzip", self.gzip)
+        _bool("wait", self.wait)
+        _positive_number("timeout", self.timeout)
+        _non_negative_number("shutdown_timeout", self.shutdown_timeout)
+        _positive_int("max_event_bytes", self.max_event_bytes)
+        if self.max_event_bytes < 1024:
+            raise ValueError("max_event_bytes must be at least 1024")
+        if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool):
+            raise TypeError("max_retries must be an int")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if not isinstance(self.static_fields, Mapping):
+            raise TypeError("static_fields must be a mapping of field names to values")
+
+
+def resolve_api_url(api_url: str | None) -> str:
+    """Return ``api_url``, else ``$TB_API_URL``, else ``$TB_HOST``, else Tinybird's default host."""
+    url = api_url or next((os.environ[k] for k in API_URL_ENV if os.environ.get(k)), "")
+    url = (url or DEFAULT_API_URL).strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(
+            "api_url must start with http:// or https:// "
+            "(for example https://api.tinybird.co or https://api.us-east.tinybird.co)"
+        )
+    if "?" in url or "#" in url or "@" in url.split("//", 1)[1].split("/", 1)[0]:
+        raise ValueError("api_url must be a plain host URL, without credentials, query or fragment")
+    return url
+
+
+def resolve_token(token: str | None) -> str:
+    """Return ``token``, else the first of ``$TB_WRITE_TOKEN``, ``$TB_TOKEN``, ``$TINYBIRD_TOKEN``."""
+    if token is not None and not isinstance(token, str):
+        raise TypeError("token must be a str")
+    value = (token or next((os.environ[k] for k in TOKEN_ENV if os.environ.get(k)), "")).strip()
+    if not value:
+        raise ValueError(
+            "no Tinybird token: pass token=... or set one of the environment variables "
+            + ", ".join(TOKEN_ENV)
+        )
+    if any(c in value for c in "\r\n\t "):
+        raise ValueError("the Tinybird token contains whitespace; check how it was copied")
+    return value
+
+
+def looks_like_url(value: object) -> bool:
+    return isinstance(value, str) and value.strip().startswith(("http://", "https://"))
+
+
+def looks_like_token(value: object) -> bool:
+    """A Tinybird token is a long opaque string (``p.eyJ...``), never a URL."""
+    return (
+        isinstance(value, str)
+        and len(value) >= 20
+        and "://" not in value
+        and not any(c.isspace() for c in value.strip())
+    )
+
+
+def swap_if_reversed(api_url: str | None, token: str | None) -> tuple[str | None, str | None]:
+    """Accept the Tinybird SDK's code order ``(token, api_url)`` and warn once.
+
+    The SDK's README passes ``(api_url, token, ...)`` while its code takes
+    ``(token, api_url, ...)``; code written against either keeps working.
+    """
+    if looks_like_token(api_url) and looks_like_url(token):
+        message = (
+            "tblog: the first two arguments look like (token, api_url); tblog takes "
+            "(api_url, token, app_name, ds_name) as in the Tinybird SDK README. "
+            "Accepting them swapped; pass them by keyword to silence this warning."
+        )
+        if warn_once("swapped-args", message):
+            warnings.warn(message, UserWarning, stacklevel=4)
+        return token, api_url
+    return api_url, token
+
+
+def resolve_app_name(app_name: str | None) -> str:
+    if app_name is not None and not isinstance(app_name, str):
+        raise TypeError("app_name must be a str")
+    if app_name:
+        return app_name
+    env = os.environ.get("TB_APP_NAME")
+    if env:
+        return env
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return os.path.splitext(argv0)[0] or "python"
+
+
+def resolve_environment(environment: str | None) -> str:
+    if environment is not None and not isinstance(environment, str):
+        raise TypeError("environment must be a str")
+    if environment is not None:
+        return environment
+    return os.environ.get("TB_ENVIRONMENT", "")
+
+
+def check_datasource(name: object, option: str = "ds_name") -> str:
+    if not isinstance(name, str) or not _DS_NAME.match(name):
+        raise ValueError(
+            f"{option} must be a Tinybird datasource name (letters, digits and underscores, "
+            f"not starting with a digit), not {name!r}"
+        )
+    return name
+
+
+def check_schema(schema: object) -> str:
+    if schema not in SCHEMAS:
+        raise ValueError(f"schema must be one of {', '.join(map(repr, SCHEMAS))}, not {schema!r}")
+    return str(schema)
+
+
+def ignored_prefixes(ignore_loggers: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Logger names whose records (and their children's) are never shipped."""
+    if isinstance(ignore_loggers, str):
+        ignore_loggers = [ignore_loggers]
+    names = list(ALWAYS_IGNORED)
+    for name in ignore_loggers or ():
+        if not isinstance(name, str) or not name:
+            raise TypeError("ignore_loggers must be a list of logger names")
+        names.append(name)
+    return tuple(names)
+
+
+def _positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, not {value}")
+
+
+def _positive_number(name: str, value: object) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, not {value}")
+
+
+def _non_negative_number(name: str, value: object) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, not {value}")
+
+
+def _bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false, not {value!r}")

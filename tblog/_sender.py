@@ -1,0 +1,551 @@
+"""The one shared sender: bounded buffers, one thread, per-datasource batches, exit and fork.
+
+Every producer in the process (each handler, each integration) owns a ``Channel``:
+a bounded FIFO of cheap snapshots plus its delivery state.  One daemon thread per
+process (``Sender``) serves all channels: it turns buffered items into NDJSON
+batches, gzips them, POSTs them through one pooled ``requests.Session``, and
+retries, splits or drops each batch by what the response says.  A channel waiting
+out a backoff never holds up another channel.
+
+Guarantees, and where they live:
+
+* ``Channel.put`` (the caller's side) takes one uncontended lock, never blocks,
+  never does I/O and never raises; when the buffer is full it drops by
+  ``drop_policy`` and counts the drop.
+* ``Sender.flush`` returns True once everything put before the call was
+  delivered; it ends backoff waits early.
+* At exit an ``atexit`` hook delivers what is buffered within the largest
+  ``shutdown_timeout`` (also when the endpoint is down), counts what it could not
+  deliver, and lets the interpreter exit.
+* After ``fork`` the child starts with empty buffers, no thread and a fresh
+  connection pool, so the parent's records are never sent twice; a pid check on
+  the hot path covers forks that bypass ``os.register_at_fork``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from tblog import _diag
+from tblog._config import Options
+from tblog._encode import gzip_bytes
+from tblog._retry import retry_delay
+from tblog._transport import DROP, OK, RETRY, SPLIT, Result, Transport
+
+Encoder = Callable[[Any], "bytes | None"]
+
+_IDLE_WAKE = 1.0  # the thread re-checks its channels at least this often
+
+
+def holds_logging_lock() -> bool:
+    """True when this thread holds logging's module lock (inside dictConfig or logging.shutdown).
+
+    Waiting for the sender there could deadlock with a diagnostic that needs the lock,
+    so callers bound or skip their wait.
+    """
+    is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
+    try:
+        return bool(is_owned()) if is_owned is not None else False
+    except Exception:  # noqa: BLE001
+        return False
+
+
+class Batch:
+    """Encoded events for one request; retried as a unit (the body is built once)."""
+
+    __slots__ = ("_body", "attempts", "lines")
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
+        self.attempts = 0
+        self._body: bytes | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.lines)
+
+    def body(self, gzipped: bool) -> bytes:
+        if self._body is None:
+            raw = b"\n".join(self.lines) + b"\n"
+            self._body = gzip_bytes(raw) if gzipped else raw
+        return self._body
+
+    def halves(self) -> tuple[Batch, Batch]:
+        mid = len(self.lines) // 2
+        return Batch(self.lines[:mid]), Batch(self.lines[mid:])
+
+
+class Channel:
+    """One producer's bounded buffer and the delivery state of its datasource."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        *,
+        api_url: str,
+        token: str,
+        datasource: str,
+        options: Options,
+        encode: Encoder,
+        label: str = "",
+    ) -> None:
+        self.sender = sender
+        self.api_url = api_url
+        self._token = token
+        self.datasource = datasource
+        self.options = options
+        self.encode = encode
+        self.label = label or datasource
+        self.closed = False
+        self._init_state()
+        sender.register(self)
+
+    def _init_state(self) -> None:
+        self.lock = threading.Lock()
+        self.buf: deque[tuple[Any, int]] = deque()
+        self.buf_bytes = 0
+        self.pending: deque[Batch] = deque()
+        self.enqueued = 0  # accepted by put()
+        self.settled = 0  # accepted and then delivered or dropped
+        self.lost = 0  # accepted and then dropped
+        self.flush_upto = 0  # deliver now everything up to this enqueue count
+        self.next_flush = time.monotonic() + self.options.flush_interval
+        self.retry_at = 0.0
+        self.signaled = False
+        self.sent = 0
+        self.batches = 0
+        self.bytes_sent = 0
+        self.retries = 0
+        self.dropped: dict[str, int] = {}
+        self.successful_rows = 0
+        self.quarantined_rows = 0
+        self.last_error = ""
+        self.last_status = 0
+
+    def __repr__(self) -> str:
+        return f"<tblog Channel {self.label!r} -> {self.api_url} datasource={self.datasource!r}>"
+
+    # -- the caller's side -------------------------------------------------------------
+
+    def put(self, item: Any, size: int) -> bool:
+        """Buffer ``item`` (of estimated ``size`` bytes). Never blocks, never raises."""
+        sender = self.sender
+        if sender.pid != os.getpid():
+            sender.after_fork_in_child()
+        opts = self.options
+        with self.lock:
+            buf = self.buf
+            if len(buf) >= opts.max_buffer_size or self.buf_bytes + size > opts.max_buffer_bytes:
+                if size > opts.max_buffer_bytes or opts.drop_policy == "newest" or not buf:
+                    self.dropped["buffer_full"] = self.dropped.get("buffer_full", 0) + 1
+                    return False
+                while buf and (
+                    len(buf) >= opts.max_buffer_size
+                    or self.buf_bytes + size > opts.max_buffer_bytes
+                ):
+                    self.buf_bytes -= buf.popleft()[1]
+                    self.settled += 1
+                    self.lost += 1
+                    self.dropped["buffer_full"] = self.dropped.get("buffer_full", 0) + 1
+            buf.append((item, size))
+            self.buf_bytes += size
+            self.enqueued += 1
+            full = len(buf) >= opts.batch_size
+        if sender.thread is None:
+            sender.start()
+        if full and not self.signaled:
+            self.signaled = True
+            sender.wake.set()
+        return True
+
+    def count_drop(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` items a producer dropped before they reached the buffer."""
+        with self.lock:
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    # -- the sender's side -------------------------------------------------------------
+
+    def idle(self) -> bool:
+        return not self.buf and not self.pending
+
+    def _take(self, now: float) -> None:
+        opts = self.options
+        with self.lock:
+            n = min(opts.batch_size, len(self.buf))
+            items = [self.buf.popleft() for _ in range(n)]
+            self.buf_bytes -= sum(size for _, size in items)
+            self.signaled = False
+        self.next_flush = now + opts.flush_interval
+        lines: list[bytes] = []
+        failed = 0
+        for item, _ in items:
+            try:
+                line = self.encode(item)
+            except Exception as exc:  # noqa: BLE001 - one bad item never stops the sender
+                _diag.diag(
+                    logging.WARNING, f"encode:{self.label}",
+                    "tblog: could not encode an event for %s (%s); dropped it",
+                    self.datasource, type(exc).__name__,
+                )  # fmt: skip
+                line = None
+            if line is None:
+                failed += 1
+            else:
+                lines.append(line)
+        if failed:
+            self._settle(failed, lost=True, reason="encode_error")
+        batch: list[bytes] = []
+        batch_bytes = 0
+        for line in lines:
+            if batch and batch_bytes + len(line) + 1 > opts.max_batch_bytes:
+                self.pending.append(Batch(batch))
+                batch, batch_bytes = [], 0
+            batch.append(line)
+            batch_bytes += len(line) + 1
+        if batch:
+            self.pending.append(Batch(batch))
+
+    def _settle(self, n: int, *, lost: bool, reason: str = "") -> None:
+        with self.lock:
+            self.settled += n
+            if lost:
+                self.lost += n
+                self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def service(self, now: float, transport: Transport, closing: bool, deadline: float) -> float:
+        """Do at most one request for this channel; return when it next needs attention."""
+        opts = self.options
+        if not self.pending:
+            n = len(self.buf)
+            if n and (
+                n >= opts.batch_size
+                or now >= self.next_flush
+                or closing
+                or self.flush_upto > self.enqueued - n
+            ):
+                self._take(now)
+            elif now >= self.next_flush:
+                self.next_flush = now + opts.flush_interval
+        if self.pending and now >= self.retry_at:
+            self._attempt(now, transport, closing, deadline)
+            return time.monotonic() if (self.pending or len(self.buf) >= opts.batch_size) else (
+                self.next_flush
+            )
+        if self.pending:
+            return self.retry_at
+        n = len(self.buf)
+        if n >= opts.batch_size or (n and self.flush_upto > self.enqueued - n):
+            return now
+        return self.next_flush
+
+    def _attempt(self, now: float, transport: Transport, closing: bool, deadline: float) -> None:
+        opts = self.options
+        batch = self.pending[0]
+        timeout = opts.timeout
+        if closing:
+            timeout = max(0.05, min(timeout, deadline - now))
+        body = batch.body(opts.gzip)
+        result = transport.post(
+            api_url=self.api_url,
+            token=self._token,
+            datasource=self.datasource,
+            body=body,
+            gzipped=opts.gzip,
+            wait=opts.wait,
+            timeout=timeout,
+        )
+        with self.lock:
+            self.last_status = result.status
+        if result.action == OK:
+            self.pending.popleft()
+            with self.lock:
+                self.settled += batch.count
+                self.sent += batch.count
+                self.batches += 1
+                self.bytes_sent += len(body)
+                if result.successful_rows is not None:
+                    self.successful_rows += result.successful_rows
+                if result.quarantined_rows:
+                    self.quarantined_rows += result.quarantined_rows
+            if result.quarantined_rows:
+                _diag.warn_once(
+                    f"quarantine:{self.api_url}:{self.datasource}",
+                    "tblog: Tinybird quarantined %d rows of datasource %r; see the "
+                    "%s_quarantine datasource for the rows and the reason",
+                    result.quarantined_rows, self.datasource, self.datasource,
+                )  # fmt: skip
+            return
+        with self.lock:
+            self.last_error = result.error
+        if result.action == RETRY:
+            batch.attempts += 1
+            if batch.attempts > opts.max_retries:
+                self.pending.popleft()
+                self._settle(batch.count, lost=True, reason=result.reason or "retries_exhausted")
+                self._warn(result, f"gave up after {batch.attempts} attempts; dropped")
+                return
+            with self.lock:
+                self.retries += 1
+            self.retry_at = now + retry_delay(batch.attempts, result.retry_after)
+            self._warn(result, "will retry", level=logging.INFO)
+            return
+        if result.action == SPLIT:
+            self.pending.popleft()
+            if batch.count == 1:
+                self._settle(1, lost=True, reason="too_large")
+                self._warn(result, "a single event is too large for Tinybird; dropped")
+                return
+            first, second = batch.halves()
+            self.pending.appendleft(second)
+            self.pending.appendleft(first)
+            return
+        assert result.action == DROP
+        self.pending.popleft()
+        self._settle(batch.count, lost=True, reason=result.reason)
+        self._warn(result, f"dropped {batch.count} events (not retried)", level=logging.ERROR)
+
+    def _warn(self, result: Result, what: str, level: int = logging.WARNING) -> None:
+        _diag.diag(
+            level, f"send:{self.label}:{result.reason}", "tblog: %s; %s", result.error, what
+        )
+
+    def drop_remaining(self, reason: str) -> int:
+        """Count everything still buffered or pending as dropped (at the end of shutdown)."""
+        with self.lock:
+            n = len(self.buf) + sum(b.count for b in self.pending)
+            self.buf.clear()
+            self.buf_bytes = 0
+            self.pending.clear()
+        if n:
+            self._settle(n, lost=True, reason=reason)
+        return n
+
+    def reset_after_fork(self) -> None:
+        self._init_state()
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            dropped = dict(self.dropped)
+            return {
+                "datasource": self.datasource,
+                "enqueued": self.enqueued,
+                "sent": self.sent,
+                "batches": self.batches,
+                "bytes_sent": self.bytes_sent,
+                "dropped": dropped,
+                "dropped_total": sum(dropped.values()),
+                "retries": self.retries,
+                "queue_depth": len(self.buf) + sum(b.count for b in self.pending),
+                "queue_bytes": self.buf_bytes,
+                "successful_rows": self.successful_rows,
+                "quarantined_rows": self.quarantined_rows,
+                "last_status": self.last_status,
+                "last_error": self.last_error,
+            }
+
+
+class Sender:
+    """The process's delivery thread, serving every channel."""
+
+    def __init__(self) -> None:
+        self.channels: list[Channel] = []
+        self.transport = Transport()
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self.pid = os.getpid()
+        self.thread: threading.Thread | None = None
+        self.thread_ident: int | None = None
+        self.lock = threading.RLock()
+        self.wake = threading.Event()
+        self.progress = threading.Condition(threading.Lock())
+        self.service_lock = threading.Lock()
+        self.closing = False
+        self.stopping = False
+        self.deadline = float("inf")
+
+    # -- registration ------------------------------------------------------------------
+
+    def register(self, channel: Channel) -> None:
+        with self.lock:
+            self.channels.append(channel)
+
+    def unregister(self, channel: Channel) -> None:
+        with self.lock:
+            if channel in self.channels:
+                self.channels.remove(channel)
+
+    # -- thread ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self.lock:
+            if self.thread is not None or self.stopping:
+                return
+            thread = threading.Thread(target=self._run, name="tblog-sender", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # interpreter shutdown: the atexit drain delivers instead
+                return
+            self.thread = thread
+            self.thread_ident = thread.ident
+
+    def _alive(self) -> bool:
+        thread = self.thread
+        return thread is not None and thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.wake.clear()
+                with self.service_lock:
+                    due = self._service_all()
+                with self.progress:
+                    self.progress.notify_all()
+                if self.stopping:
+                    return
+                delay = min(due - time.monotonic(), _IDLE_WAKE)
+                if delay > 0:
+                    self.wake.wait(delay)
+            except BaseException as exc:  # noqa: BLE001 - the thread must outlive any bug
+                _diag.diag(
+                    logging.ERROR, "sender-loop", "tblog: sender loop error: %s: %s",
+                    type(exc).__name__, exc,
+                )  # fmt: skip
+                self.wake.wait(0.1)
+
+    def _service_all(self) -> float:
+        now = time.monotonic()
+        due = now + _IDLE_WAKE
+        with self.lock:
+            channels = list(self.channels)
+        for channel in channels:
+            due = min(due, channel.service(now, self.transport, self.closing, self.deadline))
+            now = time.monotonic()
+            if channel.closed and channel.idle():
+                self.unregister(channel)
+        return due
+
+    # -- flush, shutdown ---------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None, channels: Iterable[Channel] | None = None) -> bool:
+        """Deliver everything put before this call; True when all of it was delivered."""
+        if self.pid != os.getpid():
+            self.after_fork_in_child()
+        with self.lock:
+            targets = list(channels if channels is not None else self.channels)
+        marks = []
+        for ch in targets:
+            with ch.lock:
+                marks.append((ch, ch.enqueued, ch.lost))
+                ch.flush_upto = max(ch.flush_upto, ch.enqueued)
+            ch.retry_at = 0.0  # end a backoff wait early
+        if timeout is None and (self.stopping or holds_logging_lock()):
+            # logging.shutdown after our exit hook, or dictConfig: never wait unboundedly
+            timeout = max((ch.options.shutdown_timeout for ch in targets), default=0.0)
+        deadline = float("inf") if timeout is None else time.monotonic() + max(0.0, timeout)
+
+        def done() -> bool:
+            return all(ch.settled >= target for ch, target, _ in marks)
+
+        if not done():
+            if self.thread is None:
+                self.start()
+            if self._alive() and threading.current_thread() is not self.thread:
+                self.wake.set()
+                with self.progress:
+                    while not done():
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or not self._alive():
+                            break
+                        self.progress.wait(min(remaining, _IDLE_WAKE))
+                        self.wake.set()
+            if not done() and not self._alive():
+                self._drain(deadline, done)
+        return done() and all(ch.lost == lost for ch, _, lost in marks)
+
+    def _drain(self, deadline: float, done: Callable[[], bool]) -> None:
+        """Serve channels on the calling thread (no sender thread: exit, or a dead thread)."""
+        if not self.service_lock.acquire(timeout=max(0.0, min(deadline - time.monotonic(), 5.0))):
+            return
+        try:
+            while not done():
+                now = time.monotonic()
+                if now >= deadline:
+                    return
+                due = self._service_all()
+                wait = min(due, deadline) - time.monotonic()
+                if wait > 0 and not done():
+                    time.sleep(min(wait, 0.5))
+        finally:
+            self.service_lock.release()
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Deliver what is buffered within ``timeout`` seconds, count the rest, stop the thread."""
+        if self.pid != os.getpid():
+            self.after_fork_in_child()
+        with self.lock:
+            channels = list(self.channels)
+        if timeout is None:
+            timeout = max((ch.options.shutdown_timeout for ch in channels), default=0.0)
+        self.deadline = time.monotonic() + timeout
+        self.closing = True
+        try:
+            self.flush(timeout)
+        finally:
+            self.stopping = True
+            self.wake.set()
+            thread = self.thread
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(0.5)
+            for ch in channels:
+                lost = ch.drop_remaining("shutdown")
+                if lost:
+                    _diag.diag(
+                        logging.WARNING, f"shutdown:{ch.label}",
+                        "tblog: exit: %d events for %s not delivered within %.1fs",
+                        lost, ch.datasource, timeout,
+                    )  # fmt: skip
+            self.transport.close()
+
+    def after_fork_in_child(self) -> None:
+        """Fresh locks, no thread, empty buffers and a new pool; the parent sends its own."""
+        self._init_runtime()
+        self.transport.reset()
+        _diag.reset_after_fork()
+        self.channels = [ch for ch in self.channels if not ch.closed]
+        for ch in self.channels:
+            ch.reset_after_fork()
+
+
+_sender = Sender()
+
+
+def get_sender() -> Sender:
+    return _sender
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Deliver everything buffered by every tblog producer in this process.
+
+    Returns True when all of it was delivered within ``timeout`` seconds (None: no limit).
+    """
+    return _sender.flush(timeout)
+
+
+def _at_exit() -> None:
+    try:
+        _sender.shutdown()
+    except Exception:  # noqa: BLE001, S110 - never make exit fail
+        pass
+
+
+atexit.register(_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_sender.after_fork_in_child)

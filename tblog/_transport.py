@@ -1,0 +1,221 @@
+"""HTTP to Tinybird's Events API, and what each response means for the batch.
+
+One pooled ``requests.Session`` per process (recreated after fork).  ``post``
+never raises: every outcome, network errors included, becomes a ``Result`` that
+says whether the batch was delivered, should be retried (and after how long the
+server asked us to wait), split (413) or dropped (and under which reason).
+The token travels only in the ``Authorization`` header; it is never put in a URL
+and never appears in a ``Result``, an exception message or a log line.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from tblog._version import __version__
+
+USER_AGENT = f"tblog/{__version__}"
+
+REGION_HOSTS = (
+    "https://api.tinybird.co (GCP europe-west3)",
+    "https://api.us-east.tinybird.co (GCP us-east4)",
+    "https://api.eu-central-1.aws.tinybird.co",
+    "https://api.us-east-1.aws.tinybird.co",
+    "https://api.us-west-2.aws.tinybird.co",
+)
+
+OK, RETRY, SPLIT, DROP = "ok", "retry", "split", "drop"
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass
+class Result:
+    """What one request achieved."""
+
+    action: str  # OK, RETRY, SPLIT or DROP
+    status: int = 0  # HTTP status, 0 for a network error
+    reason: str = ""  # drop/retry reason, e.g. "http_403", "network"
+    error: str = ""  # one line for stats()/diagnostics, token-free
+    retry_after: float | None = None  # seconds the server asked us to wait
+    rate_remaining: int | None = None  # X-RateLimit-Remaining
+    rate_reset: float | None = None  # X-RateLimit-Reset (seconds)
+    successful_rows: int | None = None
+    quarantined_rows: int | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: either a number of seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _error_text(response: requests.Response) -> tuple[str, dict[str, Any]]:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300].strip(), {}
+    if isinstance(body, dict):
+        text = body.get("error") or body.get("message") or json.dumps(body)[:300]
+        return str(text), body
+    return str(body)[:300], {}
+
+
+class Transport:
+    """The process's connection pool to the Events API."""
+
+    def __init__(self) -> None:
+        self._session: requests.Session | None = None
+
+    def session(self) -> requests.Session:
+        if self._session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=4, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = USER_AGENT
+            session.trust_env = True
+            self._session = session
+        return self._session
+
+    def reset(self) -> None:
+        """Forget the pool without closing it (after fork the sockets belong to the parent)."""
+        self._session = None
+
+    def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                session.close()
+            except Exception:  # noqa: BLE001, S110
+                pass
+
+    def post(
+        self,
+        *,
+        api_url: str,
+        token: str,
+        datasource: str,
+        body: bytes,
+        gzipped: bool,
+        wait: bool,
+        timeout: float,
+        verify: bool | str = True,
+    ) -> Result:
+        """POST one NDJSON body to ``/v0/events?name=datasource``. Never raises."""
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/x-ndjson",
+        }
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        params = {"name": datasource}
+        if wait:
+            params["wait"] = "true"
+        try:
+            response = self.session().post(
+                f"{api_url}/v0/events",
+                params=params,
+                data=body,
+                headers=headers,
+                timeout=(min(timeout, 10.0), timeout),
+                verify=verify,
+            )
+        except requests.Timeout:
+            return Result(RETRY, reason="timeout", error=f"timed out after {timeout:g}s")
+        except requests.ConnectionError as exc:
+            return Result(RETRY, reason="network", error=_network_error(exc))
+        except Exception as exc:  # noqa: BLE001 - any client failure is a retryable network error
+            return Result(RETRY, reason="network", error=f"{type(exc).__name__}")
+        return classify(response, datasource, api_url)
+
+
+def _network_error(exc: Exception) -> str:
+    text = str(exc)
+    # urllib3 messages can be long and nested; keep the useful tail, never any header.
+    for marker in ("Connection refused", "Name or service not known", "Connection reset",
+                   "RemoteDisconnected", "timed out", "Temporary failure in name resolution"):
+        if marker in text:
+            return f"connection error: {marker}"
+    return f"connection error: {type(exc).__name__}"
+
+
+def classify(response: requests.Response, datasource: str, api_url: str) -> Result:
+    status = response.status_code
+    headers = response.headers
+    remaining = _number(headers.get("X-RateLimit-Remaining"))
+    reset = _number(headers.get("X-RateLimit-Reset"))
+    common = {
+        "status": status,
+        "rate_remaining": int(remaining) if remaining is not None else None,
+        "rate_reset": reset,
+    }
+    if status in (200, 202):
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        ok_rows = body.get("successful_rows")
+        bad_rows = body.get("quarantined_rows")
+        return Result(
+            OK,
+            successful_rows=ok_rows if isinstance(ok_rows, int) else None,
+            quarantined_rows=bad_rows if isinstance(bad_rows, int) else None,
+            body=body,
+            **common,  # type: ignore[arg-type]
+        )
+    text, body = _error_text(response)
+    if status in RETRYABLE_STATUS:
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        if retry_after is None and status == 429:
+            retry_after = reset
+        return Result(
+            RETRY,
+            reason=f"http_{status}",
+            error=f"HTTP {status} from {datasource}: {text}",
+            retry_after=retry_after,
+            body=body,
+            **common,  # type: ignore[arg-type]
+        )
+    if status == 413:
+        return Result(SPLIT, reason="http_413", error=f"HTTP 413 from {datasource}: {text}",
+                      body=body, **common)  # type: ignore[arg-type]
+    error = f"HTTP {status} from datasource {datasource!r}: {text}"
+    if status == 404:
+        error += (
+            f" (a 404 usually means the workspace lives in another region than {api_url}; "
+            f"region hosts: {', '.join(REGION_HOSTS)})"
+        )
+    elif status in (401, 403):
+        error += " (check that the token has DATASOURCE:APPEND scope on this datasource)"
+    elif status == 422:
+        error += " (partially ingested; not retried, since a retry would duplicate rows)"
+    return Result(DROP, reason=f"http_{status}", error=error, body=body, **common)  # type: ignore[arg-type]

@@ -1,0 +1,174 @@
+"""Trace context and bound fields, carried by :mod:`contextvars`.
+
+Everything here is correct per thread and per asyncio task: a new thread starts
+with an empty context, and an asyncio task starts with a copy of the context of
+the code that created it.  Handlers read these values on the caller's thread at
+the moment of the logging call, so a record keeps the context it was logged in
+even when it is shipped later from another thread or process.
+
+Bound fields are stored as an immutable snapshot (a fresh ``dict`` on every
+change, never mutated afterwards), so capturing them is one reference copy.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import random
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from types import MappingProxyType, TracebackType
+from typing import Any, TypeVar, cast
+
+__all__ = [
+    "bind",
+    "bound",
+    "get_bound",
+    "get_span_id",
+    "get_trace_id",
+    "new_span_id",
+    "new_trace_id",
+    "set_span_id",
+    "set_trace_id",
+    "trace",
+    "unbind",
+]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+_trace_id: ContextVar[str] = ContextVar("tblog_trace_id", default="")
+_span_id: ContextVar[str] = ContextVar("tblog_span_id", default="")
+_bound: ContextVar[Mapping[str, Any]] = ContextVar("tblog_bound", default=_EMPTY)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def new_trace_id() -> str:
+    """Return a new random trace id: 32 lowercase hex digits, as in W3C trace context."""
+    return f"{random.getrandbits(128) or 1:032x}"
+
+
+def new_span_id() -> str:
+    """Return a new random span id: 16 lowercase hex digits, as in W3C trace context."""
+    return f"{random.getrandbits(64) or 1:016x}"
+
+
+def get_trace_id() -> str:
+    """Return the current trace id, or ``""`` when none is set."""
+    return _trace_id.get()
+
+
+def get_span_id() -> str:
+    """Return the current span id, or ``""`` when none is set."""
+    return _span_id.get()
+
+
+def set_trace_id(trace_id: str | None) -> None:
+    """Set the current trace id; ``None`` (or ``""``) clears it."""
+    _trace_id.set(_as_id(trace_id, "trace_id"))
+
+
+def set_span_id(span_id: str | None) -> None:
+    """Set the current span id; ``None`` (or ``""``) clears it."""
+    _span_id.set(_as_id(span_id, "span_id"))
+
+
+def get_bound() -> Mapping[str, Any]:
+    """Return a read-only view of the fields bound in the current context."""
+    return _bound.get()
+
+
+def bind(**fields: Any) -> None:
+    """Bind ``fields`` to the current context; they appear in every event's ``extra``."""
+    if fields:
+        merged = dict(_bound.get())
+        merged.update(fields)
+        _bound.set(MappingProxyType(merged))
+
+
+def unbind(*keys: str) -> None:
+    """Remove ``keys`` from the fields bound in the current context (missing keys are ignored)."""
+    current = _bound.get()
+    if any(key in current for key in keys):
+        _bound.set(MappingProxyType({k: v for k, v in current.items() if k not in keys}))
+
+
+@contextmanager
+def bound(**fields: Any) -> Iterator[Mapping[str, Any]]:
+    """Bind ``fields`` for the duration of a ``with`` block, then restore the previous fields."""
+    merged = dict(_bound.get())
+    merged.update(fields)
+    token = _bound.set(MappingProxyType(merged))
+    try:
+        yield _bound.get()
+    finally:
+        _bound.reset(token)
+
+
+class trace:  # noqa: N801 - used like a function: ``with tblog.trace():`` / ``@tblog.trace()``
+    """Run a block, a function or a coroutine function inside a trace.
+
+    ``trace_id`` defaults to a new random id; ``span_id`` defaults to a new span id.
+    The previous trace and span ids are restored on exit, also when the block raises.
+    As a decorator, every call gets its own trace (a new id per call unless one is given).
+    """
+
+    __slots__ = ("_span_arg", "_tokens", "_trace_arg", "span_id", "trace_id")
+
+    def __init__(self, trace_id: str | None = None, span_id: str | None = None) -> None:
+        self._trace_arg = _as_id(trace_id, "trace_id")
+        self._span_arg = _as_id(span_id, "span_id")
+        self.trace_id = self._trace_arg
+        self.span_id = self._span_arg
+        self._tokens: list[tuple[Token[str], Token[str]]] = []
+
+    def __enter__(self) -> trace:
+        self.trace_id = self._trace_arg or new_trace_id()
+        self.span_id = self._span_arg or new_span_id()
+        self._tokens.append((_trace_id.set(self.trace_id), _span_id.set(self.span_id)))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        trace_token, span_token = self._tokens.pop()
+        _span_id.reset(span_token)
+        _trace_id.reset(trace_token)
+
+    def __call__(self, func: F) -> F:
+        trace_arg, span_arg = self._trace_arg, self._span_arg
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with trace(trace_arg, span_arg):
+                    return await func(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with trace(trace_arg, span_arg):
+                return func(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    def __repr__(self) -> str:
+        return f"trace(trace_id={self.trace_id!r}, span_id={self.span_id!r})"
+
+
+def _as_id(value: object, name: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
+    return value
+
+
+def capture() -> tuple[str, str, Mapping[str, Any]]:
+    """Return ``(trace_id, span_id, bound_fields)`` of the current context (internal, hot path)."""
+    return _trace_id.get(), _span_id.get(), _bound.get()

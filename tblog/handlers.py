@@ -1,0 +1,379 @@
+"""The logging handlers: ``TinybirdLoggingHandler`` and the queue pair for the SDK's queue path.
+
+``TinybirdLoggingHandler.emit`` is the hot path.  On the caller's thread it
+checks the re-entry guard and the ignored loggers, takes a cheap snapshot of the
+record and its trace context, and appends it to its channel of the shared
+sender.  It never does I/O, never waits, and never raises into the application.
+
+``TinybirdLoggingQueueHandler`` is a drop-in for the Tinybird SDK class of that
+name: it puts prepared records (message merged, exception as text, trace context
+attached, picklable for a ``multiprocessing.Queue``) on a queue, and its own
+``TinybirdQueueListener`` feeds them to an internal ``TinybirdLoggingHandler``.
+``TinybirdQueueListener`` also serves ``dictConfig``'s ``listener:`` key on 3.12+.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import logging.handlers
+import os
+import queue as _queue
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tblog import _config, context
+from tblog._encode import jsonable
+from tblog._event import (
+    CTX_ATTR,
+    EXC_ATTR,
+    EventBuilder,
+    clone,
+    estimate_size,
+    exc_of,
+    extras_of,
+    formatter_kind,
+    get_message,
+    snapshot,
+)
+from tblog._sender import Channel, get_sender, holds_logging_lock
+
+__all__ = ["TinybirdLoggingHandler", "TinybirdLoggingQueueHandler", "TinybirdQueueListener"]
+
+_guard = threading.local()
+_IGNORE_CACHE_MAX = 4096
+
+
+class _Filtering:
+    """Which records a tblog handler refuses: its own, its HTTP stack's, the sender thread's."""
+
+    _ignore: tuple[str, ...]
+    _ignore_cache: dict[str, bool]
+
+    def _init_ignore(self, ignore_loggers: Iterable[str] | str | None) -> None:
+        self._ignore = _config.ignored_prefixes(ignore_loggers)
+        self._ignore_cache = {}
+        self.ignored = 0
+
+    def _refuses(self, record: logging.LogRecord) -> bool:
+        if getattr(_guard, "busy", False) or threading.get_ident() == get_sender().thread_ident:
+            return True
+        name = record.name
+        refused = self._ignore_cache.get(name)
+        if refused is None:
+            refused = any(name == p or name.startswith(p + ".") for p in self._ignore)
+            if len(self._ignore_cache) >= _IGNORE_CACHE_MAX:
+                self._ignore_cache.clear()
+            self._ignore_cache[name] = refused
+        return refused
+
+
+class TinybirdLoggingHandler(_Filtering, logging.Handler):
+    """Ship log records to a Tinybird datasource through the Events API, in batches.
+
+    ``TinybirdLoggingHandler(api_url, token, app_name, ds_name="tb_logs", **options)``:
+    the argument order of the Tinybird Python SDK's README.  ``api_url`` and
+    ``token`` fall back to the environment (``TB_API_URL``/``TB_HOST``;
+    ``TB_WRITE_TOKEN``/``TB_TOKEN``/``TINYBIRD_TOKEN``).  All options are
+    keyword-only; see the README for each one and its default.
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        token: str | None = None,
+        app_name: str | None = None,
+        ds_name: str = "tb_logs",
+        *,
+        level: int | str = logging.NOTSET,
+        batch_size: int = 500,
+        flush_interval: float = 1.0,
+        max_buffer_size: int = 100_000,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+        max_batch_bytes: int = _config.MAX_REQUEST_BYTES,
+        drop_policy: str = "oldest",
+        gzip: bool = True,
+        wait: bool = False,
+        timeout: float = 10.0,
+        shutdown_timeout: float = 5.0,
+        max_retries: int = 5,
+        static_fields: Mapping[str, Any] | None = None,
+        environment: str | None = None,
+        ignore_loggers: Iterable[str] | str | None = None,
+        max_event_bytes: int = 1024 * 1024,
+        schema: str = "tblog",
+    ) -> None:
+        super().__init__(level)
+        api_url, token = _config.swap_if_reversed(api_url, token)
+        resolved_url = _config.resolve_api_url(api_url)
+        resolved_token = _config.resolve_token(token)
+        self.app_name = _config.resolve_app_name(app_name)
+        self.ds_name = _config.check_datasource(ds_name)
+        self.schema = _config.check_schema(schema)
+        self.environment = _config.resolve_environment(environment)
+        self.options = _config.Options(
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            max_buffer_size=max_buffer_size,
+            max_buffer_bytes=max_buffer_bytes,
+            max_batch_bytes=max_batch_bytes,
+            drop_policy=drop_policy,
+            gzip=gzip,
+            wait=wait,
+            timeout=timeout,
+            shutdown_timeout=shutdown_timeout,
+            max_event_bytes=max_event_bytes,
+            max_retries=max_retries,
+            static_fields=static_fields if static_fields is not None else {},
+        )
+        self._init_ignore(ignore_loggers)
+        self._builder = EventBuilder(
+            app_name=self.app_name,
+            environment=self.environment,
+            schema=self.schema,
+            static_fields=self.options.static_fields,
+            max_event_bytes=self.options.max_event_bytes,
+        )
+        self._sender = get_sender()
+        self._channel = Channel(
+            self._sender,
+            api_url=resolved_url,
+            token=resolved_token,
+            datasource=self.ds_name,
+            options=self.options,
+            encode=self._builder.encode,
+            label=f"{self.app_name}:{self.ds_name}",
+        )
+        self.api_url = resolved_url
+        self._fmt_seen: logging.Formatter | None = None
+        self._fmt_kind = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        level = logging.getLevelName(self.level)
+        return (
+            f"<{type(self).__name__} app_name={self.app_name!r} ds_name={self.ds_name!r} "
+            f"api_url={self.api_url!r} ({level})>"
+        )
+
+    # -- hot path ----------------------------------------------------------------------
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter and emit without taking the handler's lock: ``emit`` is thread-safe."""
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a new record
+            record = rv
+        if rv:
+            self.emit(record)
+        return rv
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self._refuses(record):
+                self.ignored += 1
+                return
+            if self._closed:
+                self._channel.count_drop("closed")
+                return
+            formatter = self.formatter
+            if formatter is not self._fmt_seen:
+                self._fmt_kind = formatter_kind(formatter)
+                self._fmt_seen = formatter
+            _guard.busy = True
+            try:
+                snap = snapshot(record, self._fmt_kind, formatter)
+            finally:
+                _guard.busy = False
+            self._channel.put(snap, estimate_size(snap))
+        except Exception:  # noqa: BLE001 - never raise into the application
+            self.handleError(record)
+
+    # -- control -----------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver what this handler buffered before the call; True when all of it arrived."""
+        return self._sender.flush(timeout, [self._channel])
+
+    def close(self) -> None:
+        """Deliver what is buffered (within ``shutdown_timeout``) and detach. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not holds_logging_lock():
+                self._sender.flush(self.options.shutdown_timeout, [self._channel])
+            # Inside dictConfig/logging.shutdown we do not wait: the shared sender keeps
+            # delivering this channel's records in the background, and at exit.
+            self._channel.closed = True
+        finally:
+            super().close()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this handler: enqueued, sent, batches, bytes, drops by reason, and more."""
+        stats = self._channel.stats()
+        stats["ignored"] = self.ignored
+        stats["app_name"] = self.app_name
+        return stats
+
+
+class TinybirdQueueListener(logging.handlers.QueueListener):
+    """A ``QueueListener`` that starts itself and drains its queue at exit.
+
+    For ``dictConfig`` on Python 3.12+ (``listener: tblog.TinybirdQueueListener``),
+    which creates the listener but never starts it.  ``start()`` and ``stop()``
+    are idempotent, and a forked child never stops its parent's listener.
+    """
+
+    def __init__(
+        self,
+        queue: Any,
+        *handlers: logging.Handler,
+        respect_handler_level: bool = False,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(queue, *handlers, respect_handler_level=respect_handler_level)
+        self._owner_pid = os.getpid()
+        self._state_lock = threading.Lock()
+        self.stop_timeout = stop_timeout
+        self._thread: threading.Thread | None = None
+        _listeners.add(self)
+        self.start()
+
+    def start(self) -> None:
+        with self._state_lock:
+            if self._thread is not None and os.getpid() == self._owner_pid:
+                return
+            self._owner_pid = os.getpid()
+            thread = threading.Thread(target=self._monitor, name="tblog-queue-listener")
+            thread.daemon = True
+            thread.start()
+            self._thread = thread
+
+    def stop(self) -> None:
+        """Handle every record already queued, then stop the thread (bounded by stop_timeout)."""
+        with self._state_lock:
+            thread, self._thread = self._thread, None
+            if thread is None or os.getpid() != self._owner_pid:
+                return  # never started, already stopped, or the parent's listener after fork
+        try:
+            self.enqueue_sentinel()
+        except Exception:  # noqa: BLE001, S110 - a closed queue: the thread ends on its own
+            pass
+        if thread is not threading.current_thread():
+            thread.join(self.stop_timeout)
+
+    def handle(self, record: logging.LogRecord) -> None:
+        try:
+            super().handle(record)
+        except Exception:  # noqa: BLE001 - the listener thread must survive a bad record
+            for handler in self.handlers[:1]:
+                handler.handleError(record)
+
+
+_listeners: weakref.WeakSet[TinybirdQueueListener] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_listeners() -> None:
+    # Registered after the sender's exit hook, so it runs first: queued records reach
+    # the sender's buffers before the sender's final delivery.
+    for listener in list(_listeners):
+        try:
+            listener.stop()
+        except Exception:  # noqa: BLE001, S110
+            pass
+
+
+class TinybirdLoggingQueueHandler(_Filtering, logging.handlers.QueueHandler):
+    """Drop-in for the Tinybird SDK's ``TinybirdLoggingQueueHandler``.
+
+    ``TinybirdLoggingQueueHandler(queue, api_url, token, app_name, ds_name="tb_logs",
+    **options)``: records go on ``queue`` (a ``queue.Queue`` or a
+    ``multiprocessing.Queue``), and a listener started here ships them with an
+    internal ``TinybirdLoggingHandler`` built from the same arguments.  Child
+    processes forked after construction log through the inherited handler; their
+    records reach the parent's listener with their trace context.
+    """
+
+    def __init__(
+        self,
+        queue: Any,
+        api_url: str | None = None,
+        token: str | None = None,
+        app_name: str | None = None,
+        ds_name: str = "tb_logs",
+        **options: Any,
+    ) -> None:
+        logging.handlers.QueueHandler.__init__(self, queue)
+        level = options.pop("level", logging.NOTSET)
+        self.setLevel(level)
+        self.handler = TinybirdLoggingHandler(api_url, token, app_name, ds_name, **options)
+        self._init_ignore(options.get("ignore_loggers"))
+        self._cross_process = not isinstance(queue, (_queue.Queue, _queue.SimpleQueue))
+        self._owner_pid = os.getpid()
+        self._closed = False
+        self.listener = TinybirdQueueListener(queue, self.handler)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} wrapping {self.handler!r}>"
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802 - logging API
+        """The formatter shapes ``formatted_message`` in the listener's handler."""
+        super().setFormatter(fmt)
+        self.handler.setFormatter(fmt)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._refuses(record):
+            self.ignored += 1
+            return
+        super().emit(record)
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """A picklable copy: message merged, exception as text, trace context attached."""
+        attrs = record.__dict__.copy()
+        message = get_message(record)
+        exc = exc_of(record)
+        attrs.update(msg=message, args=None, exc_info=None, message=message)
+        attrs["exc_text"] = exc.stacktrace if exc is not None else None
+        if exc is not None:
+            attrs[EXC_ATTR] = tuple(exc)
+        if CTX_ATTR not in attrs:
+            trace_id, span_id, bound = context.capture()
+            attrs[CTX_ATTR] = (trace_id, span_id, dict(bound))
+        if self._cross_process:
+            # Only JSON-able values cross a process boundary safely (pickle may fail later,
+            # on multiprocessing's feeder thread, where the record would be lost silently).
+            for key, value in extras_of(attrs).items():
+                attrs[key] = jsonable(value)
+            trace_id, span_id, bound = attrs[CTX_ATTR]
+            attrs[CTX_ATTR] = (trace_id, span_id, jsonable(dict(bound)))
+        return clone(record, attrs)
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except _queue.Full:
+            self.handler._channel.count_drop("queue_full")
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return self.handler.flush(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.handler.stats()
+        stats["ignored"] += self.ignored
+        return stats
+
+    def close(self) -> None:
+        """Stop the listener (handling what is queued), then close the inner handler."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if os.getpid() == self._owner_pid:
+                self.listener.stop()
+                self.handler.close()
+        finally:
+            super().close()
+
