@@ -1,0 +1,72 @@
+"""What the SQL API lets through: one read-only statement over datasources, nothing else.
+
+Checks, before ClickHouse runs anything: a single statement; it starts with SELECT,
+WITH, DESCRIBE or DESC; no SETTINGS clause; then ClickHouse's own parser
+(``EXPLAIN AST``) lists every table and function: tables must be bare names (no
+``system.`` or ``default.``), table functions must be harmless generators, and
+functions that reach files, URLs or other servers are refused.  The query then runs
+with ``readonly = 1`` in a database of views that holds only what the token may read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+__all__ = ["SqlRefused", "check_sql"]
+
+_ALLOWED_TABLE_FUNCTIONS = frozenset({"numbers", "numbers_mt", "zeros", "zeros_mt", "values",
+                                      "generate_series", "generateseries"})  # fmt: skip
+_DENIED_FUNCTIONS = re.compile(
+    r"^(file|url|s3\w*|gcs|hdfs\w*|azure\w*|remote\w*|cluster\w*|executable\w*|mysql|"
+    r"postgresql|mongodb|redis|sqlite|jdbc|odbc|input|python|dictget\w*|joinget\w*|"
+    r"getsetting|filesystem\w*|iceberg\w*|deltalake\w*|hudi\w*|merge|loop|view)$",
+    re.IGNORECASE,
+)
+_STATEMENT = re.compile(r"^\s*(SELECT|WITH|DESCRIBE|DESC)\b", re.IGNORECASE)
+_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+_STRINGS = re.compile(r"'(?:[^'\\]|\\.)*'")
+
+
+class SqlRefused(Exception):
+    """The query is not allowed; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_sql(query: str, explain_ast: Callable[[str], str]) -> set[str]:
+    """Refuse anything but one read-only statement; return the tables it reads."""
+    bare = _STRINGS.sub("''", _COMMENT.sub(" ", query))
+    if ";" in bare.strip().rstrip(";"):
+        raise SqlRefused("only one statement is allowed per query")
+    if not _STATEMENT.match(bare):
+        raise SqlRefused("only SELECT, WITH and DESCRIBE queries are allowed (read-only SQL API)")
+    if re.search(r"\bSETTINGS\b", bare, re.IGNORECASE):
+        raise SqlRefused("SETTINGS clauses are not allowed in the SQL API")
+    if re.search(r"\bINTO\s+OUTFILE\b", bare, re.IGNORECASE):
+        raise SqlRefused("INTO OUTFILE is not allowed in the SQL API")
+    try:
+        ast = explain_ast(query.strip().rstrip(";"))
+    except Exception as exc:
+        raise SqlRefused(f"[Error] {exc}") from None
+    tables: set[str] = set()
+    previous = ""
+    for line in ast.splitlines():
+        node = line.strip()
+        kind, _, rest = node.partition(" ")
+        target = rest.split(" ", 1)[0]
+        if kind == "TableIdentifier":
+            if "." in target:
+                raise SqlRefused(f"table '{target}' is not readable: use datasource names only",
+                                 403)  # fmt: skip
+            tables.add(target)
+        elif kind == "Function":
+            if previous == "TableExpression":
+                if target.lower() not in _ALLOWED_TABLE_FUNCTIONS:
+                    raise SqlRefused(f"table function '{target}' is not allowed", 403)
+            elif _DENIED_FUNCTIONS.match(target):
+                raise SqlRefused(f"function '{target}' is not allowed", 403)
+        previous = kind
+    return tables
