@@ -98,7 +98,7 @@ def resolve_api_url(api_url: str | None) -> str:
 
 
 def resolve_token(token: str | None) -> str:
-    """Return ``token``, else the first of ``$TB_WRITE_TOKEN``, ``$TB_TOKEN``, ``$TINYBIRD_TOKEN``."""
+    """Return ``token``, else ``$TB_WRITE_TOKEN``, else ``$TB_TOKEN``, else ``$TINYBIRD_TOKEN``."""
     if token is not None and not isinstance(token, str):
         raise TypeError("token must be a str")
     value = (token or next((os.environ[k] for k in TOKEN_ENV if os.environ.get(k)), "")).strip()

@@ -13,6 +13,7 @@ Tinybird Python SDK's handler, and then one NDJSON line within ``max_event_bytes
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import random
 import socket
@@ -38,13 +39,11 @@ HOSTNAME = socket.gethostname()
 # Formatter kinds, decided once per formatter object.
 FMT_NONE, FMT_PLAIN, FMT_CUSTOM, FMT_JSON = 0, 1, 2, 3
 
+_JsonBase: type[logging.Formatter] | None
 try:
     from pythonjsonlogger.core import BaseJsonFormatter as _JsonBase
-except ImportError:  # python-json-logger < 3.1
-    try:
-        from pythonjsonlogger.jsonlogger import JsonFormatter as _JsonBase
-    except ImportError:  # pragma: no cover - a runtime dependency
-        _JsonBase = None
+except ImportError:  # pragma: no cover - python-json-logger >= 3.1 is a dependency
+    _JsonBase = None
 
 
 def formatter_kind(formatter: logging.Formatter | None) -> int:
@@ -93,7 +92,7 @@ def exc_of(record: logging.LogRecord) -> ExcInfo | None:
     if carried is not None:
         return ExcInfo(*carried)
     info = record.exc_info
-    if info and info is not True and info[0] is not None:
+    if info and info[0] is not None:
         try:
             stack = "".join(traceback.format_exception(*info)).rstrip("\n")
         except Exception:  # noqa: BLE001
@@ -132,7 +131,7 @@ def snapshot(
         trace_id, span_id, bound = context.capture()
     formatted: str | None = None
     if kind == FMT_PLAIN:
-        pass  # formatted on the sender thread from the copy: a plain Formatter reads only the record
+        pass  # a plain Formatter reads only the record: it runs on the sender thread, on the copy
     elif kind != FMT_NONE and formatter is not None:
         formatted = formatter.format(clone(record, attrs))
         formatter = None
@@ -221,8 +220,6 @@ class EventBuilder:
         if len(line) <= self.max_event_bytes:
             return line
         try:
-            import json
-
             event = json.loads(text)
         except ValueError:
             return None

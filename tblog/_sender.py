@@ -25,6 +25,7 @@ Guarantees, and where they live:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -235,8 +236,10 @@ class Channel:
                 self.next_flush = now + opts.flush_interval
         if self.pending and now >= self.retry_at:
             self._attempt(now, transport, closing, deadline)
-            return time.monotonic() if (self.pending or len(self.buf) >= opts.batch_size) else (
-                self.next_flush
+            return (
+                time.monotonic()
+                if (self.pending or len(self.buf) >= opts.batch_size)
+                else (self.next_flush)
             )
         if self.pending:
             return self.retry_at
@@ -312,9 +315,7 @@ class Channel:
         self._warn(result, f"dropped {batch.count} events (not retried)", level=logging.ERROR)
 
     def _warn(self, result: Result, what: str, level: int = logging.WARNING) -> None:
-        _diag.diag(
-            level, f"send:{self.label}:{result.reason}", "tblog: %s; %s", result.error, what
-        )
+        _diag.diag(level, f"send:{self.label}:{result.reason}", "tblog: %s; %s", result.error, what)
 
     def drop_remaining(self, reason: str) -> int:
         """Count everything still buffered or pending as dropped (at the end of shutdown)."""
@@ -434,7 +435,9 @@ class Sender:
 
     # -- flush, shutdown ---------------------------------------------------------------
 
-    def flush(self, timeout: float | None = None, channels: Iterable[Channel] | None = None) -> bool:
+    def flush(
+        self, timeout: float | None = None, channels: Iterable[Channel] | None = None
+    ) -> bool:
         """Deliver everything put before this call; True when all of it was delivered."""
         if self.pid != os.getpid():
             self.after_fork_in_child()
@@ -540,10 +543,8 @@ def flush(timeout: float | None = None) -> bool:
 
 
 def _at_exit() -> None:
-    try:
+    with contextlib.suppress(Exception):  # never make exit fail
         _sender.shutdown()
-    except Exception:  # noqa: BLE001, S110 - never make exit fail
-        pass
 
 
 atexit.register(_at_exit)

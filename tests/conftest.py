@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import tblog
+from tblog import _diag
 from tblog._sender import get_sender
 from tests.eventsapi import EventsAPI
 
@@ -56,6 +57,13 @@ def logger(make_handler: Any) -> Iterator[logging.Logger]:
     yield log
     for h in list(log.handlers):
         log.removeHandler(h)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_diagnostics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One-time warnings are once per process; give each test its own process-like state."""
+    monkeypatch.setattr(_diag, "_last", {})
+    monkeypatch.setattr(_diag, "_suppressed", {})
 
 
 @pytest.fixture(autouse=True)

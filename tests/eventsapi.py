@@ -9,6 +9,7 @@ and ``quarantined_rows``.  Tests script faults with ``fail_next`` / ``fault``.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
@@ -68,6 +69,8 @@ def check_value(col: Column, value: Any) -> str | None:
         return None if (col.has_default or col.type.startswith("Nullable")) else "null"
     if base == "String":
         return None  # objects are stored as their JSON text
+    if base == "Bool":
+        return None if isinstance(value, bool) else f"{value!r} is not Bool"
     if base in _INT_RANGES:
         lo, hi = _INT_RANGES[base]
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -174,7 +177,9 @@ class EventsAPI:
 
     # -- the protocol ------------------------------------------------------------------
 
-    def _reply(self, h: BaseHTTPRequestHandler, status: int, body: Any, headers: dict[str, str]) -> None:
+    def _reply(
+        self, h: BaseHTTPRequestHandler, status: int, body: Any, headers: dict[str, str]
+    ) -> None:
         raw = (body if isinstance(body, str) else json.dumps(body)).encode()
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
@@ -189,7 +194,7 @@ class EventsAPI:
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length)
-        headers = {k: v for k, v in h.headers.items()}
+        headers = dict(h.headers.items())
         req = Request(url.path, params, headers, body, 0, 0)
         with self.lock:
             fault = self.faults.pop(0) if self.faults else None
@@ -201,10 +206,8 @@ class EventsAPI:
             with self.lock:
                 self.requests.append(req)
             h.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 h.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         status, answer = self._ingest(req, store=fault is None or fault.accept)
         req.status = status
