@@ -110,7 +110,8 @@ class Channel:
 
     def _init_state(self) -> None:
         self.lock = threading.Lock()
-        self.buf: deque[tuple[Any, int]] = deque()
+        self.buf: deque[Any] = deque()
+        self.sizes: deque[int] = deque()  # estimated bytes of each buffered item (ints: no GC)
         self.buf_bytes = 0
         self.pending: deque[Batch] = deque()
         self.enqueued = 0  # accepted by put()
@@ -151,11 +152,13 @@ class Channel:
                     len(buf) >= opts.max_buffer_size
                     or self.buf_bytes + size > opts.max_buffer_bytes
                 ):
-                    self.buf_bytes -= buf.popleft()[1]
+                    buf.popleft()
+                    self.buf_bytes -= self.sizes.popleft()
                     self.settled += 1
                     self.lost += 1
                     self.dropped["buffer_full"] = self.dropped.get("buffer_full", 0) + 1
-            buf.append((item, size))
+            buf.append(item)
+            self.sizes.append(size)
             self.buf_bytes += size
             self.enqueued += 1
             full = len(buf) >= opts.batch_size
@@ -180,13 +183,14 @@ class Channel:
         opts = self.options
         with self.lock:
             n = min(opts.batch_size, len(self.buf))
-            items = [self.buf.popleft() for _ in range(n)]
-            self.buf_bytes -= sum(size for _, size in items)
+            popleft, pop_size = self.buf.popleft, self.sizes.popleft
+            items = [popleft() for _ in range(n)]
+            self.buf_bytes -= sum(pop_size() for _ in range(n))
             self.signaled = False
         self.next_flush = now + opts.flush_interval
         lines: list[bytes] = []
         failed = 0
-        for item, _ in items:
+        for item in items:
             try:
                 line = self.encode(item)
             except Exception as exc:  # noqa: BLE001 - one bad item never stops the sender
@@ -322,6 +326,7 @@ class Channel:
         with self.lock:
             n = len(self.buf) + sum(b.count for b in self.pending)
             self.buf.clear()
+            self.sizes.clear()
             self.buf_bytes = 0
             self.pending.clear()
         if n:
