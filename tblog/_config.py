@@ -75,6 +75,8 @@ class Options:
         _positive_int("max_event_bytes", self.max_event_bytes)
         if self.max_event_bytes < 1024:
             raise ValueError("max_event_bytes must be at least 1024")
+        if self.max_event_bytes > self.max_batch_bytes:
+            raise ValueError("max_event_bytes must not exceed max_batch_bytes")
         if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool):
             raise TypeError("max_retries must be an int")
         if self.max_retries < 0:

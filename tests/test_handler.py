@@ -210,3 +210,28 @@ def test_bad_options_get_clear_errors(option: str, value: object, message: str) 
 def test_options_are_keyword_only() -> None:
     with pytest.raises(TypeError):
         tblog.TinybirdLoggingHandler("http://x", "p.t", "a", "ds", 10)  # type: ignore[misc]
+
+
+def test_tinybird_sdk_schema_field_names(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler(schema="tinybird-python-sdk", ds_name="sdk_logs")
+    logger.addHandler(handler)
+    with tblog.trace("t-sdk"):
+        try:
+            raise OSError("disk")
+        except OSError:
+            logger.error("failed %s", "x", extra={"k": 1}, exc_info=True)
+    assert handler.flush(5)
+    [row] = events_api.rows("sdk_logs")
+    expected = {
+        "name", "level", "levelname", "pathname", "filename", "module", "lineno", "funcName",
+        "created", "asctime", "msecs", "relativeCreated", "thread", "threadName", "process",
+        "processName", "message", "exc_info", "args", "extra", "formatted_message", "app_name",
+    }  # fmt: skip
+    assert set(row) == expected
+    assert row["level"] == 40 and row["levelname"] == "ERROR" and row["name"] == logger.name
+    assert row["exc_info"]["type"] == "<class 'OSError'>" and row["exc_info"]["value"] == "disk"
+    assert row["args"] == ["x"] and row["extra"] == {"k": 1, "trace_id": "t-sdk"}
+    assert row["formatted_message"].startswith("failed x\nTraceback")
+    assert row["app_name"] == "tests"
