@@ -217,7 +217,7 @@ def test_tinybird_sdk_schema_field_names(
 ) -> None:
     handler = make_handler(schema="tinybird-python-sdk", ds_name="sdk_logs")
     logger.addHandler(handler)
-    with tblog.trace("t-sdk"):
+    with tblog.trace("t-sdk", "s-sdk"):
         try:
             raise OSError("disk")
         except OSError:
@@ -233,10 +233,6 @@ def test_tinybird_sdk_schema_field_names(
     assert row["level"] == 40 and row["levelname"] == "ERROR" and row["name"] == logger.name
     assert row["exc_info"]["type"] == "<class 'OSError'>" and row["exc_info"]["value"] == "disk"
     assert row["args"] == ["x"]
-    assert row["extra"] == {
-        "k": 1,
-        "trace_id": "t-sdk",
-        "span_id": tblog.get_span_id() or row["extra"]["span_id"],
-    }
+    assert row["extra"] == {"k": 1, "trace_id": "t-sdk", "span_id": "s-sdk"}
     assert row["formatted_message"].startswith("failed x\nTraceback")
     assert row["app_name"] == "tests"
