@@ -34,6 +34,8 @@ STANDARD_ATTRS = frozenset(
     | {"message", "asctime", "taskName", CTX_ATTR, EXC_ATTR}
 )
 
+_BASE_ATTRS = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
+
 HOSTNAME = socket.gethostname()
 
 # Formatter kinds, decided once per formatter object.
@@ -147,7 +149,8 @@ def snapshot(
 
 def estimate_size(snap: Snapshot) -> int:
     """A cheap estimate of the event's encoded size, for the buffer's byte bound."""
-    size = 400 + len(snap[1])
+    # 400 bytes of fixed fields, the message, and a rough 64 bytes per extra attribute
+    size = 400 + len(snap[1]) + 64 * max(0, len(snap[0]) - _BASE_ATTRS)
     exc = snap[2]
     if exc is not None:
         size += len(exc.stacktrace) + len(exc.message)

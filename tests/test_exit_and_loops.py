@@ -99,3 +99,25 @@ def test_exit_is_bounded_when_the_endpoint_is_down(kind: str) -> None:
             hole.close()
     # shutdown_timeout (1 s) plus interpreter teardown; far below the request timeout (10 s)
     assert exit_time < 3.0
+
+
+@pytest.mark.parametrize("kind", ["refused", "black hole"])
+def test_close_is_bounded_by_shutdown_timeout(kind: str, make_handler: Any) -> None:
+    hole = BlackHole() if kind == "black hole" else None
+    url = hole.url if hole else free_port_refusing()
+    try:
+        handler = make_handler(api_url=url, shutdown_timeout=0.5, timeout=30.0)
+        log = logging.getLogger("bounded.close")
+        log.propagate = False
+        log.addHandler(handler)
+        log.error("cannot be delivered")
+        started = time.monotonic()
+        handler.close()
+        elapsed = time.monotonic() - started
+        handler.close()  # idempotent, immediate
+        log.removeHandler(handler)
+    finally:
+        if hole:
+            hole.close()
+    assert elapsed < 2.0
+    assert handler.stats()["queue_depth"] == 1  # still owned by the sender, never lost silently
