@@ -75,6 +75,8 @@ class Options:
         _positive_int("max_event_bytes", self.max_event_bytes)
         if self.max_event_bytes < 1024:
             raise ValueError("max_event_bytes must be at least 1024")
+        if self.max_event_bytes > self.max_batch_bytes:
+            raise ValueError("max_event_bytes must not exceed max_batch_bytes")
         if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool):
             raise TypeError("max_retries must be an int")
         if self.max_retries < 0:
@@ -98,7 +100,7 @@ def resolve_api_url(api_url: str | None) -> str:
 
 
 def resolve_token(token: str | None) -> str:
-    """Return ``token``, else the first of ``$TB_WRITE_TOKEN``, ``$TB_TOKEN``, ``$TINYBIRD_TOKEN``."""
+    """Return ``token``, else ``$TB_WRITE_TOKEN``, else ``$TB_TOKEN``, else ``$TINYBIRD_TOKEN``."""
     if token is not None and not isinstance(token, str):
         raise TypeError("token must be a str")
     value = (token or next((os.environ[k] for k in TOKEN_ENV if os.environ.get(k)), "")).strip()

@@ -24,7 +24,7 @@ DEFAULT_INTERVAL = 60.0
 
 
 def diag(level: int, key: str, msg: str, *args: object, interval: float = DEFAULT_INTERVAL) -> bool:
-    """Log ``msg % args`` to the ``tblog`` logger unless ``key`` was logged in the last ``interval`` s.
+    """Log ``msg % args`` to ``tblog`` unless ``key`` was logged in the last ``interval`` seconds.
 
     Never raises.  Returns True when the message was logged.
     """

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import json
+import math
 import re
 import uuid
 import zlib
@@ -71,7 +72,7 @@ def _default(obj: Any) -> Any:
 
 
 def jsonable(value: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -> Any:
-    """Return a copy of ``value`` built only from JSON types (dict, list, str, int, float, bool, None).
+    """Return a copy of ``value`` made only of JSON types (dict, list, str, int, float, bool, None).
 
     Never raises and never mutates ``value``.
     """
@@ -82,7 +83,7 @@ def jsonable(value: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -
     if isinstance(value, int):
         return int(value) if _INT64_MIN <= value <= _UINT64_MAX else str(value)
     if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
+        return value if math.isfinite(value) else None
     if _depth >= MAX_DEPTH:
         return "<max depth exceeded>"
     if isinstance(value, (Mapping, list, tuple, set, frozenset)):
@@ -92,9 +93,7 @@ def jsonable(value: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -
         seen = _seen | {ident}
         try:
             if isinstance(value, Mapping):
-                return {
-                    _key(k): jsonable(v, _depth + 1, seen) for k, v in list(value.items())
-                }
+                return {_key(k): jsonable(v, _depth + 1, seen) for k, v in list(value.items())}
             return [jsonable(v, _depth + 1, seen) for v in list(value)]
         except Exception:  # noqa: BLE001 - a broken container becomes its text
             return jsonable(to_text(value), _depth + 1, seen)
@@ -150,28 +149,36 @@ def truncate_text(text: str, max_bytes: int) -> str:
 
 
 def shrink_event(event: dict[str, Any], line: bytes, max_bytes: int) -> bytes | None:
-    """Return ``event`` encoded in at most ``max_bytes``, with ``truncated: true``; None if impossible.
+    """``event`` encoded in at most ``max_bytes`` with ``truncated: true``; None if impossible.
 
     The largest text fields are cut first (message, formatted message, exception
     text, then each ``extra`` value); ``event`` itself is not modified.
     """
     shrunk = dict(event)
     shrunk["truncated"] = True
-    for _ in range(8):
+    share = max(64, max_bytes // 8)
+    for _ in range(16):
         excess = len(line) - max_bytes
         if excess <= 0:
             return line
         field, size, container = _largest_text(shrunk)
         if field is None or size <= 64:
             break
-        target = max(32, size - excess - 256) if size - excess > 512 else max(32, size // 4)
-        container[field] = truncate_text(container[field], target)
+        # Let the largest field absorb the whole excess if it stays above its fair share;
+        # otherwise cut it to the share and move on to the next largest.
+        needed = size - excess - 256
+        container[field] = truncate_text(container[field], needed if needed >= share else share)
         line = dumps(shrunk)
     if len(line) <= max_bytes:
         return line
     # Last resort: keep the identifying fields and a short message only.
-    minimal = {k: v for k, v in shrunk.items() if not isinstance(v, (dict, list, str)) or k in _KEEP}
+    minimal = {
+        k: v for k, v in shrunk.items() if not isinstance(v, (dict, list, str)) or k in _KEEP
+    }
     minimal["message"] = truncate_text(to_text(shrunk.get("message", "")), max_bytes // 4)
+    exc = shrunk.get("exception")
+    if isinstance(exc, dict) and isinstance(exc.get("type"), str):
+        minimal["exception"] = {"type": exc["type"][:200]}
     minimal["truncated"] = True
     line = dumps(minimal)
     return line if len(line) <= max_bytes else None
@@ -196,12 +203,13 @@ def _largest_text(event: dict[str, Any]) -> tuple[str | None, int, dict[str, Any
             containers.append(copy)
     for container in containers:
         for key, value in container.items():
-            if not isinstance(value, str):
-                if container is not event and isinstance(value, (dict, list)):
-                    container[key] = value = dumps(value).decode("utf-8")
+            text = value
+            if not isinstance(text, str):
+                if container is not event and isinstance(text, (dict, list)):
+                    container[key] = text = dumps(text).decode("utf-8")
                 else:
                     continue
-            size = len(value)
+            size = len(text)
             if size > best[1]:
                 best = (key, size, container)
     return best

@@ -13,6 +13,7 @@ Tinybird Python SDK's handler, and then one NDJSON line within ``max_event_bytes
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import random
 import socket
@@ -33,18 +34,18 @@ STANDARD_ATTRS = frozenset(
     | {"message", "asctime", "taskName", CTX_ATTR, EXC_ATTR}
 )
 
+_BASE_ATTRS = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
+
 HOSTNAME = socket.gethostname()
 
 # Formatter kinds, decided once per formatter object.
 FMT_NONE, FMT_PLAIN, FMT_CUSTOM, FMT_JSON = 0, 1, 2, 3
 
+_JsonBase: type[logging.Formatter] | None
 try:
     from pythonjsonlogger.core import BaseJsonFormatter as _JsonBase
-except ImportError:  # python-json-logger < 3.1
-    try:
-        from pythonjsonlogger.jsonlogger import JsonFormatter as _JsonBase
-    except ImportError:  # pragma: no cover - a runtime dependency
-        _JsonBase = None
+except ImportError:  # pragma: no cover - python-json-logger >= 3.1 is a dependency
+    _JsonBase = None
 
 
 def formatter_kind(formatter: logging.Formatter | None) -> int:
@@ -63,18 +64,23 @@ class ExcInfo(NamedTuple):
     stacktrace: str
 
 
-class Snapshot(NamedTuple):
-    """What the caller's thread hands to the sender for one record."""
-
-    attrs: dict[str, Any]
-    message: str
-    exc: ExcInfo | None
-    trace_id: str
-    span_id: str
-    bound: Mapping[str, Any]
-    formatted: str | None  # formatter output made on the caller's thread
-    formatter: logging.Formatter | None  # a plain Formatter, applied on the sender thread
-    shaped: bool  # ``formatted`` is a JSON object made by a python-json-logger formatter
+#: What the caller's thread hands to the sender for one record: a plain tuple, the cheapest
+#: container to build (a NamedTuple costs several times more on the hot path), holding
+#: ``(attrs, message, exc, trace_id, span_id, bound, formatted, formatter, shaped)``:
+#: ``formatted`` is formatter output made on the caller's thread, ``formatter`` a plain
+#: Formatter to apply on the sender thread, ``shaped`` says ``formatted`` is the event itself
+#: (a python-json-logger formatter made it).
+Snapshot = tuple[
+    dict[str, Any],
+    str,
+    "ExcInfo | None",
+    str,
+    str,
+    Mapping[str, Any],
+    "str | None",
+    "logging.Formatter | None",
+    bool,
+]
 
 
 def get_message(record: logging.LogRecord) -> str:
@@ -93,7 +99,7 @@ def exc_of(record: logging.LogRecord) -> ExcInfo | None:
     if carried is not None:
         return ExcInfo(*carried)
     info = record.exc_info
-    if info and info is not True and info[0] is not None:
+    if info and info[0] is not None:
         try:
             stack = "".join(traceback.format_exception(*info)).rstrip("\n")
         except Exception:  # noqa: BLE001
@@ -132,24 +138,25 @@ def snapshot(
         trace_id, span_id, bound = context.capture()
     formatted: str | None = None
     if kind == FMT_PLAIN:
-        pass  # formatted on the sender thread from the copy: a plain Formatter reads only the record
+        pass  # a plain Formatter reads only the record: it runs on the sender thread, on the copy
     elif kind != FMT_NONE and formatter is not None:
         formatted = formatter.format(clone(record, attrs))
         formatter = None
     else:
         formatter = None
-    return Snapshot(
-        attrs, message, exc, trace_id, span_id, bound, formatted, formatter, kind == FMT_JSON
-    )
+    return (attrs, message, exc, trace_id, span_id, bound, formatted, formatter, kind == FMT_JSON)
 
 
 def estimate_size(snap: Snapshot) -> int:
     """A cheap estimate of the event's encoded size, for the buffer's byte bound."""
-    size = 400 + len(snap.message)
-    if snap.exc is not None:
-        size += len(snap.exc.stacktrace) + len(snap.exc.message)
-    if snap.formatted is not None:
-        size += len(snap.formatted)
+    # 400 bytes of fixed fields, the message, and a rough 64 bytes per extra attribute
+    size = 400 + len(snap[1]) + 64 * max(0, len(snap[0]) - _BASE_ATTRS)
+    exc = snap[2]
+    if exc is not None:
+        size += len(exc.stacktrace) + len(exc.message)
+    formatted = snap[6]
+    if formatted is not None:
+        size += len(formatted)
     return size
 
 
@@ -179,7 +186,9 @@ def new_event_id() -> str:
 
 
 def extras_of(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in attrs.items() if k not in STANDARD_ATTRS and k[:1] != "_"}
+    """The record's ``extra=`` attributes (underscore-prefixed ones are private, left out)."""
+    keys = attrs.keys() - STANDARD_ATTRS  # a C-level set difference: most records have few
+    return {k: attrs[k] for k in attrs if k in keys and k[:1] != "_"} if keys else {}
 
 
 class EventBuilder:
@@ -202,8 +211,8 @@ class EventBuilder:
 
     def encode(self, snap: Snapshot) -> bytes | None:
         """One JSON line for ``snap`` (shrunk to ``max_event_bytes``), or None when impossible."""
-        if snap.shaped:
-            line = self._json_formatter_line(snap)
+        if snap[8]:
+            line = self._json_formatter_line(snap[6] or "")
             if line is not None:
                 return line
         event = self.build(snap)
@@ -212,45 +221,41 @@ class EventBuilder:
             return shrink_event(event, line, self.max_event_bytes)
         return line
 
-    def _json_formatter_line(self, snap: Snapshot) -> bytes | None:
+    def _json_formatter_line(self, text: str) -> bytes | None:
         """A python-json-logger formatter shaped the event: ship its fields as they are."""
-        text = snap.formatted or ""
         if "\n" in text:
             return None  # an indenting formatter: re-encode below as one line
         line = text.encode("utf-8", "replace")
         if len(line) <= self.max_event_bytes:
             return line
         try:
-            import json
-
             event = json.loads(text)
         except ValueError:
             return None
         return shrink_event(event, line, self.max_event_bytes) if isinstance(event, dict) else None
 
-    def formatted_message(self, snap: Snapshot) -> str | None:
-        if snap.formatter is not None:
-            attrs = dict(snap.attrs)
-            attrs["msg"], attrs["args"], attrs["exc_info"] = snap.message, None, None
-            record = logging.makeLogRecord(attrs)
+    @staticmethod
+    def formatted_message(snap: Snapshot) -> str | None:
+        attrs, message, _, _, _, _, formatted, formatter, _ = snap
+        if formatter is not None:
+            attrs = dict(attrs)
+            attrs["msg"], attrs["args"], attrs["exc_info"] = message, None, None
             try:
-                return snap.formatter.format(record)
+                return formatter.format(logging.makeLogRecord(attrs))
             except Exception as exc:  # noqa: BLE001
-                return f"{snap.message} [tblog: formatter failed: {type(exc).__name__}]"
-        if snap.formatted is not None:
-            return snap.formatted
-        return None
+                return f"{message} [tblog: formatter failed: {type(exc).__name__}]"
+        return formatted
 
     def build(self, snap: Snapshot) -> dict[str, Any]:
         if self.schema == "tinybird-python-sdk":
             return self._build_sdk(snap)
-        a = snap.attrs
+        a, message, exc, trace_id, span_id, bound, _, _, _ = snap
         event: dict[str, Any] = {
             "timestamp": iso_utc(a["created"]),
             "level": a["levelname"],
             "level_no": a["levelno"],
             "logger": a["name"],
-            "message": snap.message,
+            "message": message,
             "app_name": self.app_name,
             "environment": self.environment,
             "hostname": HOSTNAME,
@@ -262,21 +267,21 @@ class EventBuilder:
             "func_name": a.get("funcName") or "",
             "lineno": a.get("lineno") or 0,
             "pathname": a.get("pathname") or "",
-            "trace_id": snap.trace_id,
-            "span_id": snap.span_id,
+            "trace_id": trace_id,
+            "span_id": span_id,
             "event_id": new_event_id(),
         }
-        if snap.exc is not None:
+        if exc is not None:
             event["exception"] = {
-                "type": snap.exc.type,
-                "message": snap.exc.message,
-                "stacktrace": snap.exc.stacktrace,
+                "type": exc.type,
+                "message": exc.message,
+                "stacktrace": exc.stacktrace,
             }
         if a.get("stack_info"):
             event["stack_info"] = a["stack_info"]
         extra = extras_of(a)
-        if snap.bound or self.static_fields:
-            extra = {**self.static_fields, **snap.bound, **extra}
+        if bound or self.static_fields:
+            extra = {**self.static_fields, **bound, **extra}
         event["extra"] = extra
         formatted = self.formatted_message(snap)
         if formatted is not None:
@@ -285,7 +290,7 @@ class EventBuilder:
 
     def _build_sdk(self, snap: Snapshot) -> dict[str, Any]:
         """The field names of the Tinybird Python SDK's ``TinybirdLoggingHandler``."""
-        a = snap.attrs
+        a, message, exc, trace_id, span_id, bound, _, _, _ = snap
         created = a["created"]
         event: dict[str, Any] = dict(self.static_fields)
         event.update(
@@ -305,31 +310,31 @@ class EventBuilder:
             threadName=a.get("threadName"),
             process=a.get("process"),
             processName=a.get("processName"),
-            message=snap.message,
+            message=message,
         )
-        if snap.exc is not None:
+        if exc is not None:
             event["exc_info"] = {
-                "type": f"<class '{snap.exc.type}'>",
-                "value": snap.exc.message,
-                "traceback": snap.exc.stacktrace,
+                "type": f"<class '{exc.type}'>",
+                "value": exc.message,
+                "traceback": exc.stacktrace,
             }
         args = a.get("args")
         if args:
             event["args"] = args if isinstance(args, Mapping) else list(args)
         if a.get("stack_info"):
             event["stack_info"] = a["stack_info"]
-        extra = {**snap.bound, **extras_of(a)}
-        if snap.trace_id:
-            extra.setdefault("trace_id", snap.trace_id)
-        if snap.span_id:
-            extra.setdefault("span_id", snap.span_id)
+        extra = {**bound, **extras_of(a)}
+        if trace_id:
+            extra.setdefault("trace_id", trace_id)
+        if span_id:
+            extra.setdefault("span_id", span_id)
         if extra:
             event["extra"] = extra
         formatted = self.formatted_message(snap)
         if formatted is None:
-            formatted = snap.message
-            if snap.exc is not None:
-                formatted += "\n" + snap.exc.stacktrace
+            formatted = message
+            if exc is not None:
+                formatted += "\n" + exc.stacktrace
         event["formatted_message"] = formatted
         event["app_name"] = self.app_name
         return event

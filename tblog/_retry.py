@@ -15,7 +15,7 @@ def backoff(attempt: int, *, base: float = BASE_DELAY, cap: float = MAX_DELAY) -
     so a fleet of processes that failed together does not retry together.
     """
     delay = min(cap, base * (2 ** max(0, attempt - 1)))
-    return delay / 2 + random.uniform(0, delay / 2)
+    return float(delay / 2 + random.uniform(0, delay / 2))
 
 
 def retry_delay(attempt: int, server_hint: float | None, *, cap: float = MAX_DELAY) -> float:

@@ -25,6 +25,7 @@ Guarantees, and where they live:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -109,7 +110,8 @@ class Channel:
 
     def _init_state(self) -> None:
         self.lock = threading.Lock()
-        self.buf: deque[tuple[Any, int]] = deque()
+        self.buf: deque[Any] = deque()
+        self.sizes: deque[int] = deque()  # estimated bytes of each buffered item (ints: no GC)
         self.buf_bytes = 0
         self.pending: deque[Batch] = deque()
         self.enqueued = 0  # accepted by put()
@@ -150,11 +152,13 @@ class Channel:
                     len(buf) >= opts.max_buffer_size
                     or self.buf_bytes + size > opts.max_buffer_bytes
                 ):
-                    self.buf_bytes -= buf.popleft()[1]
+                    buf.popleft()
+                    self.buf_bytes -= self.sizes.popleft()
                     self.settled += 1
                     self.lost += 1
                     self.dropped["buffer_full"] = self.dropped.get("buffer_full", 0) + 1
-            buf.append((item, size))
+            buf.append(item)
+            self.sizes.append(size)
             self.buf_bytes += size
             self.enqueued += 1
             full = len(buf) >= opts.batch_size
@@ -179,13 +183,14 @@ class Channel:
         opts = self.options
         with self.lock:
             n = min(opts.batch_size, len(self.buf))
-            items = [self.buf.popleft() for _ in range(n)]
-            self.buf_bytes -= sum(size for _, size in items)
+            popleft, pop_size = self.buf.popleft, self.sizes.popleft
+            items = [popleft() for _ in range(n)]
+            self.buf_bytes -= sum(pop_size() for _ in range(n))
             self.signaled = False
         self.next_flush = now + opts.flush_interval
         lines: list[bytes] = []
         failed = 0
-        for item, _ in items:
+        for item in items:
             try:
                 line = self.encode(item)
             except Exception as exc:  # noqa: BLE001 - one bad item never stops the sender
@@ -235,8 +240,10 @@ class Channel:
                 self.next_flush = now + opts.flush_interval
         if self.pending and now >= self.retry_at:
             self._attempt(now, transport, closing, deadline)
-            return time.monotonic() if (self.pending or len(self.buf) >= opts.batch_size) else (
-                self.next_flush
+            return (
+                time.monotonic()
+                if (self.pending or len(self.buf) >= opts.batch_size)
+                else (self.next_flush)
             )
         if self.pending:
             return self.retry_at
@@ -312,15 +319,14 @@ class Channel:
         self._warn(result, f"dropped {batch.count} events (not retried)", level=logging.ERROR)
 
     def _warn(self, result: Result, what: str, level: int = logging.WARNING) -> None:
-        _diag.diag(
-            level, f"send:{self.label}:{result.reason}", "tblog: %s; %s", result.error, what
-        )
+        _diag.diag(level, f"send:{self.label}:{result.reason}", "tblog: %s; %s", result.error, what)
 
     def drop_remaining(self, reason: str) -> int:
         """Count everything still buffered or pending as dropped (at the end of shutdown)."""
         with self.lock:
             n = len(self.buf) + sum(b.count for b in self.pending)
             self.buf.clear()
+            self.sizes.clear()
             self.buf_bytes = 0
             self.pending.clear()
         if n:
@@ -434,7 +440,9 @@ class Sender:
 
     # -- flush, shutdown ---------------------------------------------------------------
 
-    def flush(self, timeout: float | None = None, channels: Iterable[Channel] | None = None) -> bool:
+    def flush(
+        self, timeout: float | None = None, channels: Iterable[Channel] | None = None
+    ) -> bool:
         """Deliver everything put before this call; True when all of it was delivered."""
         if self.pid != os.getpid():
             self.after_fork_in_child()
@@ -540,10 +548,8 @@ def flush(timeout: float | None = None) -> bool:
 
 
 def _at_exit() -> None:
-    try:
+    with contextlib.suppress(Exception):  # never make exit fail
         _sender.shutdown()
-    except Exception:  # noqa: BLE001, S110 - never make exit fail
-        pass
 
 
 atexit.register(_at_exit)

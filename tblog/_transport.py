@@ -10,6 +10,7 @@ and never appears in a ``Result``, an exception message or a log line.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import time
@@ -64,8 +65,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if when is None:
-        return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
@@ -111,10 +110,8 @@ class Transport:
     def close(self) -> None:
         session, self._session = self._session, None
         if session is not None:
-            try:
+            with contextlib.suppress(Exception):
                 session.close()
-            except Exception:  # noqa: BLE001, S110
-                pass
 
     def post(
         self,
@@ -159,55 +156,55 @@ class Transport:
 def _network_error(exc: Exception) -> str:
     text = str(exc)
     # urllib3 messages can be long and nested; keep the useful tail, never any header.
-    for marker in ("Connection refused", "Name or service not known", "Connection reset",
-                   "RemoteDisconnected", "timed out", "Temporary failure in name resolution"):
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "Connection reset",
+        "RemoteDisconnected",
+        "timed out",
+        "Temporary failure in name resolution",
+    ):
         if marker in text:
             return f"connection error: {marker}"
     return f"connection error: {type(exc).__name__}"
 
 
 def classify(response: requests.Response, datasource: str, api_url: str) -> Result:
+    """What the Events API's answer means for the batch that was sent."""
     status = response.status_code
     headers = response.headers
     remaining = _number(headers.get("X-RateLimit-Remaining"))
-    reset = _number(headers.get("X-RateLimit-Reset"))
-    common = {
-        "status": status,
-        "rate_remaining": int(remaining) if remaining is not None else None,
-        "rate_reset": reset,
-    }
+    result = Result(
+        DROP,
+        status=status,
+        rate_remaining=int(remaining) if remaining is not None else None,
+        rate_reset=_number(headers.get("X-RateLimit-Reset")),
+    )
     if status in (200, 202):
         try:
             body = response.json()
         except ValueError:
             body = {}
-        if not isinstance(body, dict):
-            body = {}
-        ok_rows = body.get("successful_rows")
-        bad_rows = body.get("quarantined_rows")
-        return Result(
-            OK,
-            successful_rows=ok_rows if isinstance(ok_rows, int) else None,
-            quarantined_rows=bad_rows if isinstance(bad_rows, int) else None,
-            body=body,
-            **common,  # type: ignore[arg-type]
-        )
-    text, body = _error_text(response)
+        result.action = OK
+        result.body = body if isinstance(body, dict) else {}
+        ok_rows = result.body.get("successful_rows")
+        bad_rows = result.body.get("quarantined_rows")
+        result.successful_rows = ok_rows if isinstance(ok_rows, int) else None
+        result.quarantined_rows = bad_rows if isinstance(bad_rows, int) else None
+        return result
+    text, result.body = _error_text(response)
+    result.reason = f"http_{status}"
     if status in RETRYABLE_STATUS:
-        retry_after = parse_retry_after(headers.get("Retry-After"))
-        if retry_after is None and status == 429:
-            retry_after = reset
-        return Result(
-            RETRY,
-            reason=f"http_{status}",
-            error=f"HTTP {status} from {datasource}: {text}",
-            retry_after=retry_after,
-            body=body,
-            **common,  # type: ignore[arg-type]
-        )
+        result.action = RETRY
+        result.error = f"HTTP {status} from {datasource}: {text}"
+        result.retry_after = parse_retry_after(headers.get("Retry-After"))
+        if result.retry_after is None and status == 429:
+            result.retry_after = result.rate_reset
+        return result
     if status == 413:
-        return Result(SPLIT, reason="http_413", error=f"HTTP 413 from {datasource}: {text}",
-                      body=body, **common)  # type: ignore[arg-type]
+        result.action = SPLIT
+        result.error = f"HTTP 413 from {datasource}: {text}"
+        return result
     error = f"HTTP {status} from datasource {datasource!r}: {text}"
     if status == 404:
         error += (
@@ -218,4 +215,5 @@ def classify(response: requests.Response, datasource: str, api_url: str) -> Resu
         error += " (check that the token has DATASOURCE:APPEND scope on this datasource)"
     elif status == 422:
         error += " (partially ingested; not retried, since a retry would duplicate rows)"
-    return Result(DROP, reason=f"http_{status}", error=error, body=body, **common)  # type: ignore[arg-type]
+    result.error = error
+    return result

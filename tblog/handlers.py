@@ -15,6 +15,7 @@ attached, picklable for a ``multiprocessing.Queue``) on a queue, and its own
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -162,7 +163,7 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
 
     def handle(self, record: logging.LogRecord) -> Any:
         """Filter and emit without taking the handler's lock: ``emit`` is thread-safe."""
-        rv = self.filter(record)
+        rv: Any = self.filter(record)
         if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a new record
             record = rv
         if rv:
@@ -192,7 +193,7 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
 
     # -- control -----------------------------------------------------------------------
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
         """Deliver what this handler buffered before the call; True when all of it arrived."""
         return self._sender.flush(timeout, [self._channel])
 
@@ -246,7 +247,8 @@ class TinybirdQueueListener(logging.handlers.QueueListener):
             if self._thread is not None and os.getpid() == self._owner_pid:
                 return
             self._owner_pid = os.getpid()
-            thread = threading.Thread(target=self._monitor, name="tblog-queue-listener")
+            monitor = self._monitor  # type: ignore[attr-defined]
+            thread = threading.Thread(target=monitor, name="tblog-queue-listener")
             thread.daemon = True
             thread.start()
             self._thread = thread
@@ -257,10 +259,8 @@ class TinybirdQueueListener(logging.handlers.QueueListener):
             thread, self._thread = self._thread, None
             if thread is None or os.getpid() != self._owner_pid:
                 return  # never started, already stopped, or the parent's listener after fork
-        try:
+        with contextlib.suppress(Exception):  # a closed queue: the thread ends on its own
             self.enqueue_sentinel()
-        except Exception:  # noqa: BLE001, S110 - a closed queue: the thread ends on its own
-            pass
         if thread is not threading.current_thread():
             thread.join(self.stop_timeout)
 
@@ -280,10 +280,8 @@ def _stop_listeners() -> None:
     # Registered after the sender's exit hook, so it runs first: queued records reach
     # the sender's buffers before the sender's final delivery.
     for listener in list(_listeners):
-        try:
+        with contextlib.suppress(Exception):
             listener.stop()
-        except Exception:  # noqa: BLE001, S110
-            pass
 
 
 class TinybirdLoggingQueueHandler(_Filtering, logging.handlers.QueueHandler):
@@ -357,7 +355,8 @@ class TinybirdLoggingQueueHandler(_Filtering, logging.handlers.QueueHandler):
         except _queue.Full:
             self.handler._channel.count_drop("queue_full")
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
+        """Deliver what the listener's handler buffered; True when all of it arrived."""
         return self.handler.flush(timeout)
 
     def stats(self) -> dict[str, Any]:
@@ -376,4 +375,3 @@ class TinybirdLoggingQueueHandler(_Filtering, logging.handlers.QueueHandler):
                 self.handler.close()
         finally:
             super().close()
-

@@ -1,0 +1,238 @@
+"""TinybirdLoggingHandler end to end against the loopback Events API."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import uuid
+from typing import Any
+
+import pytest
+
+import tblog
+from tests.eventsapi import EventsAPI
+
+
+def test_records_arrive_with_the_fixed_schema(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler(environment="prod")
+    logger.addHandler(handler)
+    with tblog.trace("t-1", "s-1"), tblog.bound(user="u1"):
+        logger.info("hello %s", "world", extra={"order": 42, "nested": {"a": [1, 2]}})
+    assert handler.flush(5)
+
+    [row] = events_api.rows()
+    assert row["message"] == "hello world"
+    assert row["level"] == "INFO" and row["level_no"] == 20
+    assert row["logger"] == logger.name
+    assert row["app_name"] == "tests" and row["environment"] == "prod"
+    assert (row["trace_id"], row["span_id"]) == ("t-1", "s-1")
+    assert row["extra"] == {"user": "u1", "order": 42, "nested": {"a": [1, 2]}}
+    assert row["func_name"] == "test_records_arrive_with_the_fixed_schema"
+    assert row["timestamp"].endswith("Z") and len(row["timestamp"]) == 27
+    assert uuid.UUID(row["event_id"]).version == 4
+    for key in ("hostname", "process_id", "process_name", "thread_id", "thread_name",
+                "module", "lineno", "pathname"):  # fmt: skip
+        assert row[key] not in ("", 0, None), key
+    assert "exception" not in row
+    assert events_api.quarantine["tb_logs"] == []
+
+
+def test_requests_are_gzipped_ndjson_with_bearer_token(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler(batch_size=3)
+    logger.addHandler(handler)
+    for i in range(7):
+        logger.warning("n=%d", i)
+    assert handler.flush(5)
+    assert [r["message"] for r in events_api.rows()] == [f"n={i}" for i in range(7)]
+    req = events_api.requests[0]
+    assert req.path == "/v0/events" and req.params == {"name": "tb_logs"}
+    assert req.headers["Content-Type"] == "application/x-ndjson"
+    assert req.headers["Content-Encoding"] == "gzip"
+    assert req.headers["Authorization"] == f"Bearer {events_api.token}"
+    assert events_api.token not in json.dumps(req.params)
+    lines = gzip.decompress(req.body).splitlines()
+    assert len(lines) == 3 and all(json.loads(line) for line in lines)
+    stats = handler.stats()
+    assert stats["enqueued"] == 7 and stats["sent"] == 7 and stats["batches"] == 3
+    assert stats["successful_rows"] == 7 and stats["dropped_total"] == 0
+    assert stats["queue_depth"] == 0 and stats["bytes_sent"] > 0
+
+
+def test_exception_is_structured(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    logger.addHandler(make_handler())
+    try:
+        raise ValueError("bad value")
+    except ValueError:
+        logger.exception("failed")
+    assert tblog.flush(5)
+    [row] = events_api.rows()
+    assert row["level"] == "ERROR"
+    exc = row["exception"]
+    assert exc["type"] == "ValueError" and exc["message"] == "bad value"
+    assert exc["stacktrace"].startswith("Traceback") and "raise ValueError" in exc["stacktrace"]
+
+
+def test_wait_and_plain_body_options(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler(wait=True, gzip=False, ds_name="other_logs")
+    logger.addHandler(handler)
+    logger.info("x")
+    assert handler.flush(5)
+    req = events_api.requests[0]
+    assert req.params == {"name": "other_logs", "wait": "true"} and req.status == 200
+    assert "Content-Encoding" not in req.headers
+    assert json.loads(req.body)["message"] == "x"
+
+
+def test_static_fields_go_into_extra_and_never_override(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    logger.addHandler(make_handler(static_fields={"region": "eu", "order": 0}))
+    logger.info("x", extra={"order": 7})
+    assert tblog.flush(5)
+    [row] = events_api.rows()
+    assert row["extra"] == {"region": "eu", "order": 7}
+
+
+def test_plain_formatter_fills_formatted_message(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+    logger.addHandler(handler)
+    logger.error("a %s", "b")
+
+    class Upper(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return super().format(record).upper()
+
+    handler.setFormatter(Upper("%(message)s"))
+    logger.error("c %s", "d")
+    assert handler.flush(5)
+    rows = events_api.rows()
+    assert rows[0]["formatted_message"] == f"ERROR:{logger.name}:a b"
+    assert rows[1]["formatted_message"] == "C D"
+
+
+def test_flush_returns_false_when_records_were_dropped(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler()
+    logger.addHandler(handler)
+    events_api.fail_next(1, status=400, body={"error": "bad schema"})
+    logger.info("lost")
+    assert handler.flush(5) is False
+    stats = handler.stats()
+    assert stats["dropped"] == {"http_400": 1}
+    assert "bad schema" in stats["last_error"] and events_api.token not in stats["last_error"]
+    logger.info("kept")
+    assert handler.flush(5) is True
+
+
+def test_token_never_in_repr_or_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "p.super-secret-token-abcdefghijkl"
+    handler = tblog.TinybirdLoggingHandler("http://127.0.0.1:9", secret, "app")
+    try:
+        assert secret not in repr(handler)
+        assert secret not in repr(handler._channel)
+        assert secret not in json.dumps(handler.stats())
+    finally:
+        handler.close()
+    with pytest.raises(ValueError) as info:
+        tblog.TinybirdLoggingHandler(f"ftp://x/{secret}", secret, "app")
+    assert secret not in str(info.value)
+
+
+def test_missing_token_names_the_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="TB_WRITE_TOKEN, TB_TOKEN, TINYBIRD_TOKEN"):
+        tblog.TinybirdLoggingHandler("http://127.0.0.1:9", None, "app")
+
+
+def test_environment_fallbacks(
+    monkeypatch: pytest.MonkeyPatch, events_api: EventsAPI, logger: logging.Logger
+) -> None:
+    monkeypatch.setenv("TB_HOST", "http://127.0.0.1:1")
+    monkeypatch.setenv("TB_API_URL", events_api.url)
+    monkeypatch.setenv("TINYBIRD_TOKEN", "p.wrong-token-xxxxxxxxxxxxxxxx")
+    monkeypatch.setenv("TB_TOKEN", events_api.token)
+    handler = tblog.TinybirdLoggingHandler(app_name="env")
+    try:
+        assert handler.api_url == events_api.url
+        logger.addHandler(handler)
+        logger.info("via env")
+        assert handler.flush(5)
+        assert events_api.rows()[0]["app_name"] == "env"
+    finally:
+        handler.close()
+    monkeypatch.delenv("TB_API_URL")
+    monkeypatch.delenv("TB_HOST")
+    handler = tblog.TinybirdLoggingHandler(app_name="env")
+    assert handler.api_url == "https://api.tinybird.co"
+    handler.close()
+
+
+def test_sdk_code_order_is_accepted_with_one_warning(events_api: EventsAPI) -> None:
+    with pytest.warns(UserWarning, match="look like \\(token, api_url\\)") as caught:
+        handler = tblog.TinybirdLoggingHandler(events_api.token, events_api.url, "sdk")
+    try:
+        assert handler.api_url == events_api.url
+        assert all(events_api.token not in str(w.message) for w in caught)
+    finally:
+        handler.close()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("batch_size", 0, "batch_size must be > 0"),
+        ("flush_interval", "1", "flush_interval must be a number"),
+        ("drop_policy", "random", "drop_policy must be one of"),
+        ("gzip", "yes", "gzip must be true or false"),
+        ("schema", "v2", "schema must be one of"),
+        ("max_batch_bytes", 20 * 1024 * 1024, "at most"),
+        ("ds_name", "bad-name", "ds_name must be a Tinybird datasource name"),
+    ],
+)
+def test_bad_options_get_clear_errors(option: str, value: object, message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        tblog.TinybirdLoggingHandler("http://127.0.0.1:9", "p.token-xxxxxxxxxxxxxxxx", "a",
+                                     **{option: value})  # fmt: skip
+
+
+def test_options_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        tblog.TinybirdLoggingHandler("http://x", "p.t", "a", "ds", 10)  # type: ignore[misc]
+
+
+def test_tinybird_sdk_schema_field_names(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler(schema="tinybird-python-sdk", ds_name="sdk_logs")
+    logger.addHandler(handler)
+    with tblog.trace("t-sdk", "s-sdk"):
+        try:
+            raise OSError("disk")
+        except OSError:
+            logger.error("failed %s", "x", extra={"k": 1}, exc_info=True)
+    assert handler.flush(5)
+    [row] = events_api.rows("sdk_logs")
+    expected = {
+        "name", "level", "levelname", "pathname", "filename", "module", "lineno", "funcName",
+        "created", "asctime", "msecs", "relativeCreated", "thread", "threadName", "process",
+        "processName", "message", "exc_info", "args", "extra", "formatted_message", "app_name",
+    }  # fmt: skip
+    assert set(row) == expected
+    assert row["level"] == 40 and row["levelname"] == "ERROR" and row["name"] == logger.name
+    assert row["exc_info"]["type"] == "<class 'OSError'>" and row["exc_info"]["value"] == "disk"
+    assert row["args"] == ["x"]
+    assert row["extra"] == {"k": 1, "trace_id": "t-sdk", "span_id": "s-sdk"}
+    assert row["formatted_message"].startswith("failed x\nTraceback")
+    assert row["app_name"] == "tests"

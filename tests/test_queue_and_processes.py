@@ -1,0 +1,166 @@
+"""The queue path (in-process and multiprocessing) and fork safety."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import sys
+from typing import Any
+
+import pytest
+
+import tblog
+from tblog._sender import get_sender
+from tests.eventsapi import EventsAPI
+
+fork_only = pytest.mark.skipif(
+    sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
+    reason="needs os.fork",
+)
+
+
+def _queue_handler(
+    events_api: EventsAPI, q: Any, **options: Any
+) -> tblog.TinybirdLoggingQueueHandler:
+    return tblog.TinybirdLoggingQueueHandler(
+        q, events_api.url, events_api.token, "queued", **options
+    )
+
+
+def test_queue_handler_ships_with_context(events_api: EventsAPI, logger: logging.Logger) -> None:
+    handler = _queue_handler(events_api, queue.Queue(-1))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    try:
+        with tblog.trace("tq", "sq"), tblog.bound(k="v"):
+            logger.info("hi %s", "there", extra={"n": 1})
+        try:
+            raise KeyError("missing")
+        except KeyError:
+            logger.exception("oops")
+        handler.close()
+        handler.close()  # idempotent
+    finally:
+        logger.removeHandler(handler)
+    rows = events_api.rows()
+    assert [r["message"] for r in rows] == ["hi there", "oops"]
+    assert (rows[0]["trace_id"], rows[0]["span_id"]) == ("tq", "sq")
+    assert rows[0]["extra"] == {"k": "v", "n": 1}
+    assert rows[0]["formatted_message"] == "INFO hi there"
+    assert rows[1]["exception"]["type"] == "KeyError"
+    assert handler.stats()["sent"] == 2
+
+
+def test_the_sdk_argument_order_works_for_the_queue_handler(events_api: EventsAPI) -> None:
+    with pytest.warns(UserWarning):
+        handler = tblog.TinybirdLoggingQueueHandler(
+            queue.Queue(-1), events_api.token, events_api.url, "sdk-order"
+        )
+    handler.close()
+    assert handler.handler.api_url == events_api.url
+
+
+def test_a_full_bounded_queue_counts_drops(events_api: EventsAPI, logger: logging.Logger) -> None:
+    q: queue.Queue[Any] = queue.Queue(maxsize=1)
+    handler = _queue_handler(events_api, q)
+    handler.listener.stop()  # nobody drains the queue now
+    logger.addHandler(handler)
+    try:
+        logger.info("a")
+        logger.info("b")
+        logger.info("c")
+    finally:
+        logger.removeHandler(handler)
+    assert handler.stats()["dropped"] == {"queue_full": 2}
+    handler.close()
+
+
+def _child_logs(name: str, trace_id: str) -> None:
+    log = logging.getLogger(name)
+    with tblog.trace(trace_id):
+        log.warning("from child %d", os.getpid(), extra={"weird": object()})
+
+
+@fork_only
+def test_multiprocessing_queue_children_records_arrive(
+    events_api: EventsAPI, logger: logging.Logger
+) -> None:
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue(-1)
+    handler = _queue_handler(events_api, q)
+    logger.addHandler(handler)
+    try:
+        procs = [
+            ctx.Process(target=_child_logs, args=(logger.name, f"child-{i}")) for i in range(3)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+            assert p.exitcode == 0
+        handler.close()
+    finally:
+        logger.removeHandler(handler)
+    rows = events_api.rows()
+    assert sorted(r["trace_id"] for r in rows) == ["child-0", "child-1", "child-2"]
+    assert all(r["message"].startswith("from child") for r in rows)
+    assert {r["process_id"] for r in rows} == {p.pid for p in procs}
+    assert all(r["extra"]["weird"].startswith("<object object") for r in rows)
+
+
+@fork_only
+def test_fork_child_ships_its_own_records_and_not_the_parents(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler(flush_interval=3600)
+    logger.addHandler(handler)
+    logger.info("parent before fork")  # buffered, not yet sent
+    assert get_sender().thread is not None
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            logger.info("child record")
+            code = 0 if handler.flush(10) and handler.stats()["sent"] == 1 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    logger.info("parent after fork")
+    assert handler.flush(5)
+    messages = sorted(r["message"] for r in events_api.rows())
+    assert messages == ["child record", "parent after fork", "parent before fork"]
+
+
+@fork_only
+def test_pid_check_covers_a_fork_without_hooks(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler(flush_interval=3600)
+    logger.addHandler(handler)
+    logger.info("parent buffered")
+    sender = get_sender()
+    channel = handler._channel
+    parent_state = (list(channel.buf), channel.enqueued, sender.thread)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            # Undo what the at-fork hook did, as if fork() had bypassed os.register_at_fork:
+            # the parent's buffer, counters, thread object and pid are back.
+            buffered, channel.enqueued, sender.thread = parent_state
+            channel.buf.extend(buffered)
+            sender.pid = os.getppid()
+            logger.info("child after raw fork")
+            code = 0 if handler.flush(10) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert handler.flush(5)
+    assert sorted(r["message"] for r in events_api.rows()) == [
+        "child after raw fork",
+        "parent buffered",
+    ]
