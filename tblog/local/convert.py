@@ -38,7 +38,7 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 Converter = Callable[[Any], Any]
 
 
-class _Bad(Exception):
+class _BadValueError(Exception):
     """A value that does not fit its column type."""
 
 
@@ -73,9 +73,9 @@ def _int_converter(lo: int, hi: int) -> Converter:
         ):
             number = int(value)
         else:
-            raise _Bad
+            raise _BadValueError
         if not lo <= number <= hi:
-            raise _Bad
+            raise _BadValueError
         return number
 
     return convert
@@ -84,15 +84,15 @@ def _int_converter(lo: int, hi: int) -> Converter:
 def _float(value: Any) -> Any:
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
-            raise _Bad
+            raise _BadValueError
         return value
     if isinstance(value, str):
         try:
             float(value)
         except ValueError:
-            raise _Bad from None
+            raise _BadValueError from None
         return value
-    raise _Bad
+    raise _BadValueError
 
 
 def _bool(value: Any) -> Any:
@@ -102,23 +102,23 @@ def _bool(value: Any) -> Any:
         return bool(value)
     if isinstance(value, str) and value.lower() in ("true", "false", "0", "1"):
         return value.lower() in ("true", "1")
-    raise _Bad
+    raise _BadValueError
 
 
 def _datetime(value: Any) -> Any:
     if isinstance(value, str):
         if _DATE.match(value.strip()):
             return value.strip()
-        raise _Bad
+        raise _BadValueError
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
         return value
-    raise _Bad
+    raise _BadValueError
 
 
 def _uuid(value: Any) -> Any:
     if isinstance(value, str) and _UUID.match(value):
         return value
-    raise _Bad
+    raise _BadValueError
 
 
 def _passthrough(value: Any) -> Any:
@@ -139,7 +139,7 @@ def converter_for(type_: str) -> tuple[Converter, bool]:
 
         def array(value: Any) -> Any:
             if not isinstance(value, list):
-                raise _Bad
+                raise _BadValueError
             return [element(v) if v is not None else None for v in value]
 
         return array, False
@@ -159,14 +159,31 @@ def converter_for(type_: str) -> tuple[Converter, bool]:
     return _passthrough, False
 
 
+def _fast_type(type_: str) -> type | None:
+    """The Python type whose values fit ``type_`` as they are (no check needed)."""
+    while True:
+        inner = _strip(type_, "LowCardinality") or _strip(type_, "Nullable")
+        if inner is None:
+            break
+        type_ = inner
+    if type_ == "String":
+        return str
+    if type_ in ("Float32", "Float64"):
+        return float
+    return None
+
+
 class _Plan:
-    __slots__ = ("column", "convert", "has_default", "nullable", "path")
+    __slots__ = ("column", "convert", "fast", "has_default", "key", "name", "nullable", "path")
 
     def __init__(self, column: Column) -> None:
         self.column = column
+        self.name = column.name
         self.path = column.path
+        self.key = self.path[0] if len(self.path) == 1 else None
         self.convert, self.nullable = converter_for(column.type)
         self.has_default = column.default_kind == "DEFAULT"
+        self.fast = _fast_type(column.type)
 
 
 class RowMapper:
@@ -181,14 +198,17 @@ class RowMapper:
         row: dict[str, Any] = {}
         errors: list[tuple[str, str]] = []
         for plan in self.plans:
-            value: Any = obj
-            for key in plan.path:
-                if isinstance(value, dict):
-                    value = value.get(key, _MISSING)
-                else:
-                    value = _MISSING
-                    break
-            name = plan.column.name
+            name = plan.name
+            value: Any
+            if plan.key is not None:
+                value = obj.get(plan.key, _MISSING)
+                if type(value) is plan.fast:
+                    row[name] = value
+                    continue
+            else:
+                value = obj
+                for key in plan.path:
+                    value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
             if value is _MISSING or value is None:
                 if plan.has_default:
                     continue
@@ -200,7 +220,7 @@ class RowMapper:
                 continue
             try:
                 row[name] = plan.convert(value)
-            except _Bad:
+            except _BadValueError:
                 shown = to_text(value)
                 if len(shown) > 200:
                     shown = shown[:200] + "..."

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tblog.local.datafile import Datasource, load_directory
-from tblog.local.sqlguard import SqlRefused, check_sql
+from tblog.local.sqlguard import SqlRefusedError, check_sql
 from tblog.local.store import QueryError, Store
 from tblog.local.tokens import Token, TokenError, Tokens
 
@@ -307,7 +307,7 @@ class LocalServer:
             query = query[: m.start()]
         try:
             tables = check_sql(query, self.store.explain_ast)
-        except SqlRefused as exc:
+        except SqlRefusedError as exc:
             raise _HTTPError(exc.status, str(exc)) from None
         known = {t for n in self.store.datasources for t in (n, f"{n}_quarantine")}
         for table in tables:
@@ -379,6 +379,7 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body leave in two writes
         server_version = "tblog-local"
 
         def log_message(self, format: str, *args: Any) -> None:
@@ -408,7 +409,7 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                 status, body = exc.status, exc.body
                 if status >= 400 and self.command == "POST":
                     self.close_connection = True  # the body may be unread
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a bug must not kill the server
                 status, body = 500, {"error": f"internal error: {type(exc).__name__}"}
             payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-__all__ = ["SqlRefused", "check_sql"]
+__all__ = ["SqlRefusedError", "check_sql"]
 
 _ALLOWED_TABLE_FUNCTIONS = frozenset({"numbers", "numbers_mt", "zeros", "zeros_mt", "values",
                                       "generate_series", "generateseries"})  # fmt: skip
@@ -28,7 +28,7 @@ _COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 _STRINGS = re.compile(r"'(?:[^'\\]|\\.)*'")
 
 
-class SqlRefused(Exception):
+class SqlRefusedError(Exception):
     """The query is not allowed; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, message: str, status: int = 400) -> None:
@@ -40,17 +40,19 @@ def check_sql(query: str, explain_ast: Callable[[str], str]) -> set[str]:
     """Refuse anything but one read-only statement; return the tables it reads."""
     bare = _STRINGS.sub("''", _COMMENT.sub(" ", query))
     if ";" in bare.strip().rstrip(";"):
-        raise SqlRefused("only one statement is allowed per query")
+        raise SqlRefusedError("only one statement is allowed per query")
     if not _STATEMENT.match(bare):
-        raise SqlRefused("only SELECT, WITH and DESCRIBE queries are allowed (read-only SQL API)")
+        raise SqlRefusedError(
+            "only SELECT, WITH and DESCRIBE queries are allowed (read-only SQL API)"
+        )
     if re.search(r"\bSETTINGS\b", bare, re.IGNORECASE):
-        raise SqlRefused("SETTINGS clauses are not allowed in the SQL API")
+        raise SqlRefusedError("SETTINGS clauses are not allowed in the SQL API")
     if re.search(r"\bINTO\s+OUTFILE\b", bare, re.IGNORECASE):
-        raise SqlRefused("INTO OUTFILE is not allowed in the SQL API")
+        raise SqlRefusedError("INTO OUTFILE is not allowed in the SQL API")
     try:
         ast = explain_ast(query.strip().rstrip(";"))
-    except Exception as exc:
-        raise SqlRefused(f"[Error] {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a syntax error, as ClickHouse words it
+        raise SqlRefusedError(f"[Error] {exc}") from None
     tables: set[str] = set()
     previous = ""
     for line in ast.splitlines():
@@ -59,14 +61,14 @@ def check_sql(query: str, explain_ast: Callable[[str], str]) -> set[str]:
         target = rest.split(" ", 1)[0]
         if kind == "TableIdentifier":
             if "." in target:
-                raise SqlRefused(f"table '{target}' is not readable: use datasource names only",
-                                 403)  # fmt: skip
+                message = f"table '{target}' is not readable: use datasource names only"
+                raise SqlRefusedError(message, 403)
             tables.add(target)
         elif kind == "Function":
             if previous == "TableExpression":
                 if target.lower() not in _ALLOWED_TABLE_FUNCTIONS:
-                    raise SqlRefused(f"table function '{target}' is not allowed", 403)
+                    raise SqlRefusedError(f"table function '{target}' is not allowed", 403)
             elif _DENIED_FUNCTIONS.match(target):
-                raise SqlRefused(f"function '{target}' is not allowed", 403)
+                raise SqlRefusedError(f"function '{target}' is not allowed", 403)
         previous = kind
     return tables

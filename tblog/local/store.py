@@ -85,7 +85,7 @@ class Store:
         """Run one statement; caller holds the lock."""
         try:
             result = self._session.query(sql, fmt)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - chDB raises its own error types
             raise QueryError(_first_line(exc)) from None
         data = result.bytes() if hasattr(result, "bytes") else bytes(result)
         return bytes(data)

@@ -1,0 +1,109 @@
+"""The small HTTP client behind the CLI: SQL queries and Events API posts.
+
+Works the same against ``tblog local`` and Tinybird.  The token goes only in the
+``Authorization`` header; errors carry the server's message, never the token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from tblog._config import resolve_api_url, resolve_token
+from tblog._encode import gzip_bytes
+from tblog._version import __version__
+
+__all__ = ["ApiClient", "ApiError"]
+
+
+class ApiError(Exception):
+    """A request failed; the message is the server's error (or the network's)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ApiClient:
+    """``host``/``token`` fall back to ``TB_API_URL``/``TB_HOST`` and ``TB_TOKEN`` & co."""
+
+    def __init__(self, host: str | None = None, token: str | None = None, timeout: float = 30.0):
+        self.host = resolve_api_url(host)
+        self._token = resolve_token(token)
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"tblog-cli/{__version__}"
+        self.session.headers["Authorization"] = f"Bearer {self._token}"
+
+    def __repr__(self) -> str:
+        return f"<ApiClient host={self.host!r}>"
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _check(
+        self, response: requests.Response, accept: tuple[int, ...] = ()
+    ) -> requests.Response:
+        if response.status_code >= 400 and response.status_code not in accept:
+            try:
+                body = response.json()
+                message = body.get("error") if isinstance(body, dict) else None
+            except ValueError:
+                message = None
+            text = message or response.text[:500].strip() or response.reason
+            raise ApiError(f"HTTP {response.status_code}: {text}", response.status_code)
+        return response
+
+    def _request(
+        self, method: str, path: str, accept: tuple[int, ...] = (), **kwargs: Any
+    ) -> requests.Response:
+        try:
+            response = self.session.request(
+                method, f"{self.host}{path}", timeout=self.timeout, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise ApiError(f"cannot reach {self.host}: {type(exc).__name__}") from None
+        return self._check(response, accept)
+
+    def sql(self, query: str) -> dict[str, Any]:
+        """Run ``query`` with ``FORMAT JSON``; the Tinybird-shaped result (meta, data, rows)."""
+        text = query.strip().rstrip(";")
+        if " format " not in text.lower().replace("\n", " ")[-40:]:
+            text += " FORMAT JSON"
+        response = self._request("POST", "/v0/sql", data={"q": text})
+        try:
+            result = response.json()
+        except ValueError:
+            raise ApiError("the SQL API did not answer JSON") from None
+        if not isinstance(result, dict):
+            raise ApiError("the SQL API did not answer a JSON object")
+        return result
+
+    def sql_text(self, query: str) -> str:
+        """Run ``query`` as given (its own FORMAT) and return the body as text."""
+        return self._request("POST", "/v0/sql", data={"q": query}).text
+
+    def append(self, datasource: str, lines: list[bytes], wait: bool = True) -> dict[str, Any]:
+        """POST NDJSON ``lines`` (gzipped) to the Events API; the JSON answer."""
+        params = {"name": datasource}
+        if wait:
+            params["wait"] = "true"
+        body = gzip_bytes(b"\n".join(lines) + b"\n")
+        response = self._request(
+            "POST",
+            "/v0/events",
+            accept=(422,),  # partially ingested: the body says how many rows went where
+            params=params,
+            data=body,
+            headers={"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},
+        )
+        try:
+            result = response.json()
+        except ValueError:
+            return {}
+        return result if isinstance(result, dict) else {}
+
+    def datasources(self) -> list[dict[str, Any]]:
+        result = self._request("GET", "/v0/datasources").json()
+        return list(result.get("datasources", [])) if isinstance(result, dict) else []
