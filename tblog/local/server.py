@@ -135,6 +135,10 @@ class LocalServer:
     def admin_token(self) -> str:
         return self.admin.value
 
+    def set_rate_limit(self, limit: int | None) -> None:
+        """Answer 429 above ``limit`` event requests per second (None: no limit)."""
+        self.rate_limiter = _RateLimiter(limit) if limit else None
+
     def add_datasource(self, datasource: Datasource) -> None:
         self.store.register(datasource)
 
@@ -249,6 +253,9 @@ class LocalServer:
                 nl = chunk.find(b"\n", start)
                 piece = chunk[start:] if nl < 0 else chunk[start:nl]
                 if overflow or len(buf) + len(piece) > self.max_line_bytes:
+                    if len(buf) > 1024:  # keep only the head of an over-long line
+                        overflow += len(buf) - 1024
+                        del buf[1024:]
                     room = max(0, 1024 - len(buf))
                     buf += piece[:room]
                     overflow += len(piece) - min(room, len(piece))
