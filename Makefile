@@ -35,7 +35,16 @@ lint: $(VENV)/.test
 typecheck: $(VENV)/.test
 	$(BIN)/mypy
 
-pytest: $(VENV)/.test
+# Tinybird's own datafile parser, for tests/test_local_datafile.py's agreement test.  In a
+# venv of its own: tinybird-cli pins urllib3<2, click<8.2 and more that must not reach .venv.
+TB_VENV := .venv-tinybird
+
+$(TB_VENV)/.ok: Makefile
+	$(PYTHON) -m venv $(TB_VENV)
+	$(TB_VENV)/bin/python -m pip --disable-pip-version-check -q install 'tinybird-cli>=6.5'
+	touch $@
+
+pytest: $(VENV)/.test $(TB_VENV)/.ok
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -44,4 +53,4 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TB_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

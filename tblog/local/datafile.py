@@ -28,7 +28,7 @@ _SIMPLE_COMMANDS = frozenset({"description", "schema", "indexes", "engine", "tok
                               "version", "shared_with", "forward_query"})  # fmt: skip
 _KEYWORDS = re.compile(r"(DEFAULT|MATERIALIZED|ALIAS|EPHEMERAL|CODEC|TTL)\b", re.IGNORECASE)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PATH_PART = re.compile(r"\.([A-Za-z0-9_@$-]+)|\['([^']*)'\]|\[\"([^\"]*)\"\]")
+_PATH_PART = re.compile(r"\.([A-Za-z0-9_@$-]+)|\['([^']*)'\]|\[\"([^\"]*)\"\]|(\[:\])")
 # Parameters of MergeTree-family engines, in the order ClickHouse takes them.
 _ENGINE_PARAMS = {
     "ReplacingMergeTree": ("ver", "is_deleted"),
@@ -167,7 +167,7 @@ _QUARANTINE_OWN = frozenset({"c__error_column", "c__error", "c__import_id", "ins
 
 
 def parse_jsonpath(path: str) -> tuple[str, ...]:
-    """``$.a.b``, ``$['a b'].c`` -> keys.  Array selectors (``[:]``) are not supported."""
+    """``$.a.b``, ``$['a b'].c``, ``$.items[:]`` -> keys (``[:]`` takes the array as it is)."""
     text = path.strip()
     if not text.startswith("$"):
         raise DatafileError(f"JSONPath {path!r} must start with $")
@@ -177,7 +177,8 @@ def parse_jsonpath(path: str) -> tuple[str, ...]:
         m = _PATH_PART.match(text, pos)
         if not m:
             raise DatafileError(f"unsupported JSONPath {path!r}")
-        keys.append(next(g for g in m.groups() if g is not None))
+        if m.group(4) is None:  # ``[:]`` selects the whole array: no key
+            keys.append(next(g for g in m.groups() if g is not None))
         pos = m.end()
     if not keys:
         raise DatafileError(f"JSONPath {path!r} selects no field")
@@ -320,6 +321,8 @@ def parse_column(definition: str) -> Column:
             values[kind.lower()] = value
     if not type_:
         raise DatafileError(f"column {name!r} has no type")
+    if values.get("json"):
+        parse_jsonpath(values["json"])  # refuse a bad JSONPath now, not at the first row
     return Column(
         name=name,
         type=type_,
