@@ -138,8 +138,14 @@ def test_datasources_and_quarantine_tables_are_created_and_persist(tmp_path: Pat
     server = next(gen)
     try:
         assert {d.name for d in load_directory(folder)} <= set(server.store.datasources)
-        order = {"order": {"id": "o1", "amount": 9.5}, "tenant_id": "acme", "items": ["a"],
-                 "status": "paid", "updated_at": "2026-11-22T10:00:00.123Z", "version": 2}  # fmt: skip
+        order = {
+            "order": {"id": "o1", "amount": 9.5},
+            "tenant_id": "acme",
+            "items": ["a"],
+            "status": "paid",
+            "updated_at": "2026-11-22T10:00:00.123Z",
+            "version": 2,
+        }
         r = post(server, ndjson(order, {**order, "status": "lost"}), ds="sample")
         assert r.json() == {"successful_rows": 1, "quarantined_rows": 1}
         assert scalar(server, "SELECT toString(day) FROM sample") == "2026-11-22"
