@@ -1,4 +1,4 @@
-"""The ``tblog`` command line against a real local server (and ``tblog demo``/``local`` as processes)."""
+"""The ``tblog`` command line against a real local server; ``demo`` and ``local`` as processes."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def test_local_serves_until_interrupted(tmp_path: Path) -> None:
         assert r.status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "stopped" in err
     assert any(tmp_path.iterdir())  # data persisted in --data-dir
