@@ -209,7 +209,10 @@ class LocalServer:
             except ValueError as exc:
                 bad.append((line.decode("utf-8", "replace"),
                             f"line {lineno}: invalid JSON ({exc})"))  # fmt: skip
-        result = self.store.ingest(name, objects, bad_lines=bad, row_filter=token.row_filter)
+        wait = (params.get("wait") or ["false"])[0].lower() in ("true", "1")
+        result = self.store.ingest(
+            name, objects, bad_lines=bad, row_filter=token.row_filter, wait=wait
+        )
         body: dict[str, Any] = {
             "successful_rows": result.successful_rows,
             "quarantined_rows": result.quarantined_rows,
@@ -224,7 +227,6 @@ class LocalServer:
                 f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
             )
             return (400 if not result.successful_rows else 422), body
-        wait = (params.get("wait") or ["false"])[0].lower() in ("true", "1")
         return (200 if wait else 202), body
 
     def _lines(self, h: BaseHTTPRequestHandler) -> Iterator[tuple[int, bytes, int]]:

@@ -74,8 +74,20 @@ class Store:
         self.datasources: dict[str, Datasource] = {}
         self._mappers: dict[str, RowMapper] = {}
         self._views: set[str] = set()
+        # Rows accepted with wait=false, inserted by the writer thread in bigger batches
+        # (an INSERT costs ~5 ms whatever its size); every read drains them first.
+        self._pending: dict[str, list[bytes]] = {}
+        self._pending_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = False
+        self._writer: threading.Thread | None = None
 
     def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            self._writer.join(30)
+        self.drain()
         with self.lock, contextlib.suppress(Exception):  # closing twice, or at exit
             self._session.close()
 
@@ -91,6 +103,7 @@ class Store:
         return bytes(data)
 
     def execute(self, sql: str, fmt: str = "CSV") -> bytes:
+        self.drain()
         with self.lock:
             return self._run(sql, fmt)
 
@@ -106,6 +119,7 @@ class Store:
 
     def row_counts(self) -> dict[str, tuple[int, int]]:
         """``{name: (rows, bytes)}`` of every table in the default database."""
+        self.drain()
         with self.lock:
             out = self._run(
                 "SELECT name, total_rows, total_bytes FROM system.tables "
@@ -127,11 +141,14 @@ class Store:
         *,
         bad_lines: Iterable[tuple[str, str]] = (),
         row_filter: str | None = None,
+        wait: bool = True,
     ) -> IngestResult:
         """Insert JSON objects into ``name``; misfits (and ``bad_lines``) go to quarantine.
 
         ``bad_lines`` are (raw text, error) pairs the caller could not even parse.
         Rows outside ``row_filter`` (a SQL condition) are counted and not stored.
+        With ``wait=False`` the typed rows are queued for the writer thread (as Tinybird
+        answers 202 before ingestion); rows ClickHouse then refuses still go to quarantine.
         """
         mapper = self._mappers[name]
         result = IngestResult()
@@ -150,6 +167,23 @@ class Store:
                                                mapper.raw_values(obj)))  # fmt: skip
             else:
                 good.append(row)
+        if not wait and not row_filter:
+            lines = [dumps(row) for row in good]
+            if quarantine:
+                with self.lock:
+                    self._quarantine(name, quarantine)
+            with self._pending_lock:
+                self._pending.setdefault(name, []).extend(lines)
+                if self._writer is None:
+                    self._writer = threading.Thread(
+                        target=self._write_loop, name="tblog-local-writer", daemon=True
+                    )
+                    self._writer.start()
+            self._wake.set()
+            result.successful_rows = len(lines)
+            result.quarantined_rows = len(quarantine)
+            result.errors = [e for q in quarantine[:5] for e in q.errors[:1]]
+            return result
         with self.lock:
             lines = [dumps(row) for row in good]
             if row_filter and lines:
@@ -165,6 +199,26 @@ class Store:
         result.quarantined_rows = len(quarantine)
         result.errors = [e for q in quarantine[:5] for e in q.errors[:1]]
         return result
+
+    def _write_loop(self) -> None:
+        while not self._closing:
+            self._wake.wait()
+            self._wake.clear()
+            with contextlib.suppress(Exception):  # the writer must outlive a bad batch
+                self.drain()
+
+    def drain(self) -> None:
+        """Insert every queued row now (reads call this first, so they see them)."""
+        with self.lock:
+            with self._pending_lock:
+                batches, self._pending = self._pending, {}
+            for name, lines in batches.items():
+                failed = self._insert(name, lines)
+                if failed:
+                    self._quarantine(name, [
+                        _Quarantined([], [error], {}, lines[i].decode()[:_MAX_RAW])
+                        for i, error in failed
+                    ])  # fmt: skip
 
     def _insert(self, name: str, lines: list[bytes]) -> list[tuple[int, str]]:
         """Insert ``lines``; return (index, error) of the lines ClickHouse refused."""
@@ -242,6 +296,7 @@ class Store:
 
     def query(self, sql: str, fmt: str, database: str = "default") -> bytes:
         """Run a read-only query (``readonly = 1``) with ``database`` as the current one."""
+        self.drain()
         with self.lock:
             self._run(f"USE {database}")
             try:
