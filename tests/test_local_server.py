@@ -270,3 +270,12 @@ def test_rate_limit_answers_429_with_headers(server: LocalServer) -> None:
     assert int(limited.headers["X-RateLimit-Reset"]) >= 1
     assert "rate limit" in limited.json()["error"]
     assert _count(server, "app_name = 'rl'") == statuses.count(200)
+
+
+def test_accepted_rows_are_visible_to_the_next_query(server: LocalServer) -> None:
+    rows = [event(app_name="async")] * 30 + [event(app_name="async", timestamp="2026-02-30")]
+    r = post(server, ndjson(*rows), wait=False)
+    assert r.status_code == 202
+    assert r.json() == {"successful_rows": 31, "quarantined_rows": 0}  # as Tinybird: not yet known
+    assert _count(server, "app_name = 'async'") == 30
+    assert _count(server, "c__raw LIKE '%2026-02-30%'", "tb_logs_quarantine") == 1
