@@ -119,6 +119,8 @@ def _run_local(args: argparse.Namespace) -> int:
         rate_limit=args.rate_limit,
     )
     print(f"tblog local {__version__}: serving {server.url}", flush=True)
+    for name, error in server.load_errors:
+        _err(f"skipped {name}: {error}")
     print(f"  data dir:    {Path(args.data_dir).resolve()}")
     print(f"  datasources: {', '.join(sorted(server.store.datasources))}")
     print(f"  admin token: {server.admin_token}")

@@ -163,3 +163,18 @@ def test_datasources_and_quarantine_tables_are_created_and_persist(tmp_path: Pat
 
 def test_tinybird_parse_helper_is_not_imported_by_the_suite() -> None:
     assert "tests.tinybird_parse" not in sys.modules
+
+
+def test_a_bad_datafile_is_skipped_and_reported(tmp_path: Path) -> None:
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "good.datasource").write_text("SCHEMA >\n    `a` String `json:$.a`\n")
+    (folder / "broken.datasource").write_text("SCHEMA >\n    `a` NoSuchType `json:$.a`\n")
+    gen = serve(tmp_path / "data", datasources=folder)
+    server = next(gen)
+    try:
+        assert set(server.store.datasources) == {"good"}
+        assert [name for name, _ in server.load_errors] == ["broken.datasource"]
+        assert "NoSuchType" in server.load_errors[0][1]
+    finally:
+        next(gen, None)

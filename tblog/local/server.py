@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tblog.local.datafile import Datasource, load_directory
+from tblog.local.datafile import DatafileError, Datasource, load_datasource
 from tblog.local.sqlguard import SqlRefusedError, check_sql
 from tblog.local.store import QueryError, Store
 from tblog.local.tokens import Token, TokenError, Tokens
@@ -118,8 +118,13 @@ class LocalServer:
         self.admin = self.tokens.add("admin token", ["ADMIN"], value=admin_token)
         self.max_line_bytes = max_line_bytes
         self.rate_limiter = _RateLimiter(rate_limit) if rate_limit else None
-        for ds in load_directory(datasources or DEFAULT_DATASOURCES):
-            self.store.register(ds)
+        #: ``.datasource`` files that could not be loaded: (file name, error).
+        self.load_errors: list[tuple[str, str]] = []
+        for path in sorted(Path(datasources or DEFAULT_DATASOURCES).glob("*.datasource")):
+            try:
+                self.store.register(load_datasource(path))
+            except (DatafileError, QueryError) as exc:  # one bad file must not stop the rest
+                self.load_errors.append((path.name, str(exc)))
         self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
