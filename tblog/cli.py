@@ -27,7 +27,19 @@ from typing import IO, Any
 from tblog._cli_http import ApiClient, ApiError
 from tblog._version import __version__
 
-__all__ = ["COMMANDS", "EXTENSIONS", "add_connection_args", "client_from", "main", "register"]
+__all__ = [
+    "COMMANDS",
+    "DATASOURCES_DIR",
+    "EXTENSIONS",
+    "add_connection_args",
+    "build_parser",
+    "client_from",
+    "main",
+    "parse_since",
+    "print_table",
+    "register",
+    "tail_query",
+]
 
 AddParser = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 

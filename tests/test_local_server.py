@@ -255,19 +255,22 @@ def test_datasources_lists_row_counts(server: LocalServer) -> None:
 
 
 def test_rate_limit_answers_429_with_headers(server: LocalServer) -> None:
-    server.set_rate_limit(2)
+    now = [1000.25]
+    server.set_rate_limit(2, clock=lambda: now[0])
     try:
-        answers = [post(server, ndjson(event(app_name="rl"))) for _ in range(6)]
+        answers = [post(server, ndjson(event(app_name="rl"))) for _ in range(4)]
+        now[0] = 1001.0  # the next one-second window
+        answers.append(post(server, ndjson(event(app_name="rl"))))
     finally:
         server.set_rate_limit(None)
     statuses = [a.status_code for a in answers]
-    assert 429 in statuses
-    assert statuses.count(200) >= 2  # at least the first window's two requests
+    assert statuses == [200, 200, 429, 429, 200]
     limited = next(a for a in answers if a.status_code == 429)
     assert limited.headers["X-RateLimit-Limit"] == "2"
     assert limited.headers["X-RateLimit-Remaining"] == "0"
-    assert int(limited.headers["Retry-After"]) >= 1
-    assert int(limited.headers["X-RateLimit-Reset"]) >= 1
+    assert limited.headers["Retry-After"] == "1"
+    assert limited.headers["X-RateLimit-Reset"] == "1"
+    assert answers[0].headers["X-RateLimit-Remaining"] == "1"
     assert "rate limit" in limited.json()["error"]
     assert _count(server, "app_name = 'rl'") == statuses.count(200)
 

@@ -68,14 +68,15 @@ _loads: Callable[[bytes], Any] = getattr(_orjson, "loads", None) or json.loads
 class _RateLimiter:
     """At most ``limit`` requests per one-second window (for the whole server)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, clock: Callable[[], float] = time.time) -> None:
         self.limit = limit
+        self.clock = clock
         self._lock = threading.Lock()
         self._window = 0
         self._count = 0
 
     def take(self) -> tuple[bool, dict[str, str]]:
-        now = time.time()
+        now = self.clock()
         window = int(now)
         with self._lock:
             if window != self._window:
@@ -140,9 +141,9 @@ class LocalServer:
     def admin_token(self) -> str:
         return self.admin.value
 
-    def set_rate_limit(self, limit: int | None) -> None:
+    def set_rate_limit(self, limit: int | None, clock: Callable[[], float] = time.time) -> None:
         """Answer 429 above ``limit`` event requests per second (None: no limit)."""
-        self.rate_limiter = _RateLimiter(limit) if limit else None
+        self.rate_limiter = _RateLimiter(limit, clock) if limit else None
 
     def add_datasource(self, datasource: Datasource) -> None:
         self.store.register(datasource)
