@@ -103,7 +103,7 @@ def test_no_opentelemetry_import_without_it() -> None:
     code = (
         "import sys, logging\n"
         "sys.modules['opentelemetry'] = None  # as if it were not installed\n"
-        "import tblog, tblog.structlog\n"
+        "import tblog, tblog.structlog, tblog.integrations.wsgi, tblog.integrations.asgi\n"
         "from tblog.context import capture\n"
         "h = tblog.TinybirdLoggingHandler('http://127.0.0.1:9', 'p.tok-xxxxxxxxxxxxxxxx', 'a')\n"
         "log = logging.getLogger('x'); log.addHandler(h); log.warning('hi')\n"
