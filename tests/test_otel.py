@@ -118,3 +118,27 @@ def test_no_opentelemetry_import_without_it() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_web_middleware_adopts_the_active_span_trace(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    from werkzeug.test import Client
+
+    from tblog.integrations.wsgi import TinybirdWSGIMiddleware
+
+    logger.addHandler(make_handler())
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        logger.info("in view")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    wrapped = TinybirdWSGIMiddleware(app, logger=logger)
+    # As an OpenTelemetry instrumentation outside the middleware would do:
+    with tracer.start_as_current_span("server") as span:
+        resp = Client(wrapped).get("/", buffered=True)
+    assert resp.headers["X-Request-ID"] == ids(span)[0]
+    assert tblog.flush(5)
+    rows = events_api.rows()
+    assert {(r["trace_id"], r["span_id"]) for r in rows} == {ids(span)}

@@ -239,3 +239,39 @@ def test_wsgi_exception_escaping_the_app_is_logged_and_re_raised(
     rows = events_api.rows()
     assert by_event(rows, "error")[0]["exception"]["type"] == "RuntimeError"
     assert by_event(rows, "response")[0]["extra"]["status"] == 500
+
+
+def test_flask_propagated_exception_is_logged_once(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler()
+    logger.addHandler(handler)
+    app = make_app(logger)
+    app.testing = True  # the exception leaves Flask and crosses the WSGI middleware
+    with pytest.raises(ZeroDivisionError):
+        app.test_client().get("/boom")
+    assert handler.flush(5)
+    rows = events_api.rows()
+    assert len(by_event(rows, "error")) == 1
+    assert [r["extra"]["status"] for r in by_event(rows, "response")] == [500]
+
+
+def test_wsgi_error_while_streaming_keeps_the_status_sent(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler()
+    logger.addHandler(handler)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"first chunk"
+        raise OSError("disk gone")
+
+    wrapped = TinybirdWSGIMiddleware(app, logger=logger)
+    with pytest.raises(OSError, match="disk gone"):
+        Client(wrapped).get("/stream", buffered=True)
+    assert handler.flush(5)
+    rows = events_api.rows()
+    [error] = by_event(rows, "error")
+    assert error["exception"]["type"] == "OSError"
+    assert [r["extra"]["status"] for r in by_event(rows, "response")] == [200]

@@ -75,7 +75,8 @@ class TinybirdASGIMiddleware:
             except Exception as exc:
                 state.route = _route(scope)
                 http.failed(state, exc)
-                state.status = max(state.status, 500)
+                if not state.status:  # no response started: the server answers 500
+                    state.status = 500
                 http.finished(state)
                 raise
             state.route = _route(scope)

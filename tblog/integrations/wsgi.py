@@ -82,8 +82,7 @@ class TinybirdWSGIMiddleware:
         if isinstance(exc, Exception):
             state.route = state.route or str(environ.get(ROUTE_KEY) or "")
             self.http.failed(state, exc)
-            if not state.status or state.status < 500:
-                state.status = 500
+            state.status = 500  # nothing was sent: the server answers 500
         self.http.finished(state)
 
     def _finish(self, environ: dict[str, Any], state: RequestState) -> None:
@@ -108,6 +107,7 @@ class _Response:
         self._state = state
         self._closed = False
         self._finished = False
+        self._sent = False
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -117,12 +117,15 @@ class _Response:
             try:
                 if self._iter is None:
                     self._iter = iter(self._result)
-                return next(self._iter)
+                chunk = next(self._iter)
+                self._sent = True
+                return chunk
             except StopIteration:
                 self._done()  # the body is complete: the event need not wait for close()
                 raise
             except Exception as exc:
-                self._state.status = 500 if self._state.status < 500 else self._state.status
+                if not self._sent:  # else the status line already went out
+                    self._state.status = 500
                 self._middleware.http.failed(self._state, exc)
                 raise
 
