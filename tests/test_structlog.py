@@ -252,3 +252,64 @@ def test_token_never_in_repr(events_api: EventsAPI) -> None:
         assert events_api.token not in json.dumps(proc.stats())
     finally:
         proc.close()
+
+
+def test_tblog_and_http_stack_records_are_not_shipped(
+    events_api: EventsAPI, make_processor: Any
+) -> None:
+    proc = make_processor()
+    formatter = structlog.stdlib.ProcessorFormatter(
+        processors=[proc, structlog.processors.JSONRenderer()]
+    )
+    for name in ("urllib3.connectionpool", "tblog", "requests"):
+        record = logging.LogRecord(name, logging.WARNING, __file__, 1, "internal", None, None)
+        formatter.format(record)
+    record = logging.LogRecord("app", logging.WARNING, __file__, 1, "mine", None, None)
+    formatter.format(record)
+    assert proc.flush(5)
+    assert [r["message"] for r in events_api.rows()] == ["mine"]
+    assert proc.stats()["ignored"] == 3
+
+
+def test_a_broken_event_dict_is_counted_not_raised(make_processor: Any) -> None:
+    from collections.abc import MutableMapping
+
+    class Broken(MutableMapping[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            raise KeyError(key)
+
+        def __setitem__(self, key: str, value: Any) -> None:
+            pass
+
+        def __delitem__(self, key: str) -> None:
+            pass
+
+        def __iter__(self) -> Any:
+            raise RuntimeError("cannot iterate")
+
+        def __len__(self) -> int:
+            return 1
+
+    proc = make_processor()
+    broken = Broken()
+    assert proc(None, "info", broken) is broken
+    assert proc.stats()["dropped"] == {"snapshot_failed": 1}
+
+
+def test_callsite_parameters_fill_their_columns(events_api: EventsAPI, make_processor: Any) -> None:
+    proc = make_processor()
+    configure(
+        structlog.processors.CallsiteParameterAdder(),
+        proc,
+        structlog.processors.JSONRenderer(),
+        out=io.StringIO(),
+    )
+    structlog.get_logger().info("where")
+    assert proc.flush(5)
+    [row] = events_api.rows()
+    assert row["func_name"] == "test_callsite_parameters_fill_their_columns"
+    assert row["module"] == "test_structlog"
+    assert row["pathname"] == __file__
+    assert row["lineno"] > 0
+    assert row["thread_name"] == "MainThread"
+    assert set(row["extra"]) <= {"qual_module", "qual_name"}  # no column for these
