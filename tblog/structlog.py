@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 from tblog import _config, _diag, context
 from tblog._encode import dumps, shrink_event, to_text
 from tblog._event import (
+    CTX_ATTR,
     HOSTNAME,
     ExcInfo,
     exc_of,
@@ -240,7 +241,11 @@ class TinybirdProcessor:
             self.filtered += 1
             return
         exc = _exception_now(fields, record if isinstance(record, logging.LogRecord) else None)
-        trace_id, span_id, bound = context.capture()
+        carried = attrs.get(CTX_ATTR) if attrs is not None else None
+        if carried is not None:  # a record that crossed a tblog queue keeps its context
+            trace_id, span_id, bound = carried
+        else:
+            trace_id, span_id, bound = context.capture()
         thread = threading.current_thread()
         snap = _Snap(
             fields, method_name, name, created, attrs, exc, trace_id, span_id, bound,
