@@ -128,3 +128,27 @@ def test_preset_on_a_stream_handler_writes_valid_tb_logs_lines(logger: logging.L
 def test_preset_rejects_bad_static_fields() -> None:
     with pytest.raises(TypeError, match="static_fields"):
         tblog.TinybirdJsonFormatter(static_fields=["not", "a", "mapping"])  # type: ignore[arg-type]
+
+
+def test_preset_through_the_queue_handler_keeps_the_callers_trace(
+    events_api: EventsAPI, logger: logging.Logger
+) -> None:
+    import queue
+
+    qh = tblog.TinybirdLoggingQueueHandler(
+        queue.Queue(), events_api.url, events_api.token, "queued"
+    )
+    try:
+        qh.setFormatter(tblog.TinybirdJsonFormatter("queued"))
+        logger.addHandler(qh)
+        with tblog.trace("9" * 32, "8" * 16):
+            logger.warning("through the listener thread", extra={"k": "v"})
+        qh.listener.stop()
+        assert qh.flush(5)
+    finally:
+        qh.close()
+    [row] = events_api.rows()
+    assert (row["trace_id"], row["span_id"]) == ("9" * 32, "8" * 16)
+    assert row["extra"] == {"k": "v"}
+    assert row["app_name"] == "queued"
+    assert events_api.quarantine["tb_logs"] == []
