@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+# benchmarks/ is linted once it exists (git keeps no empty folder).
+LINT   := tblog tests examples $(wildcard benchmarks)
 
 .PHONY: demo test lint typecheck pytest bench clean
 
@@ -29,8 +31,8 @@ demo: $(VENV)/.demo
 	$(BIN)/python -m tblog demo
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check tblog tests examples benchmarks
-	$(BIN)/ruff format --check tblog tests examples benchmarks
+	$(BIN)/ruff check $(LINT)
+	$(BIN)/ruff format --check $(LINT)
 
 typecheck: $(VENV)/.test
 	$(BIN)/mypy

@@ -21,6 +21,7 @@ from tblog.context import (
     trace,
     unbind,
 )
+from tblog.formatters import TinybirdJsonFormatter
 from tblog.handlers import (
     TinybirdLoggingHandler,
     TinybirdLoggingQueueHandler,
@@ -28,6 +29,7 @@ from tblog.handlers import (
 )
 
 __all__ = [
+    "TinybirdJsonFormatter",
     "TinybirdLoggingHandler",
     "TinybirdLoggingQueueHandler",
     "TinybirdQueueListener",

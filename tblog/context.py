@@ -6,6 +6,9 @@ the code that created it.  Handlers read these values on the caller's thread at
 the moment of the logging call, so a record keeps the context it was logged in
 even when it is shipped later from another thread or process.
 
+When OpenTelemetry is in use and a span is current, events carry that span's
+trace and span ids instead (see ``capture``); nothing here imports OpenTelemetry.
+
 Bound fields are stored as an immutable snapshot (a fresh ``dict`` on every
 change, never mutated afterwards), so capturing them is one reference copy.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import random
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -170,5 +174,33 @@ def _as_id(value: object, name: str) -> str:
 
 
 def capture() -> tuple[str, str, Mapping[str, Any]]:
-    """Return ``(trace_id, span_id, bound_fields)`` of the current context (internal, hot path)."""
+    """Return ``(trace_id, span_id, bound_fields)`` of the current context (internal, hot path).
+
+    When OpenTelemetry is in use (its ``opentelemetry.trace`` module is imported)
+    and a valid span is current, that span's ids are the event's.
+    """
+    otel = sys.modules.get("opentelemetry.trace")
+    if otel is not None:
+        ids = _otel_ids(otel)
+        if ids is not None:
+            return ids[0], ids[1], _bound.get()
     return _trace_id.get(), _span_id.get(), _bound.get()
+
+
+def otel_ids() -> tuple[str, str] | None:
+    """The current OpenTelemetry span's ``(trace_id, span_id)`` as hex, or None (internal).
+
+    Never imports OpenTelemetry: without it this is one dictionary lookup.
+    """
+    otel = sys.modules.get("opentelemetry.trace")
+    return _otel_ids(otel) if otel is not None else None
+
+
+def _otel_ids(otel: Any) -> tuple[str, str] | None:
+    try:
+        ctx = otel.get_current_span().get_span_context()
+        if not ctx.is_valid:
+            return None
+        return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+    except Exception:  # noqa: BLE001 - a broken tracer must not break logging
+        return None

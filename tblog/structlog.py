@@ -1,0 +1,483 @@
+"""structlog integration: ``TinybirdProcessor`` ships each event dict to Tinybird.
+
+Put the processor anywhere in a structlog processor chain *before* the renderer
+(or in a ``structlog.stdlib.ProcessorFormatter``'s ``foreign_pre_chain`` or
+``processors``, before the renderer there too)::
+
+    structlog.configure(processors=[
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        TinybirdProcessor(api_url, token, "my_app"),
+        structlog.processors.JSONRenderer(),
+    ])
+
+It returns the event dict unchanged.  On the caller's thread it only takes a
+shallow copy of the event dict plus tblog's trace context (and, when an exception
+is attached, its text, so the traceback's frames are released at once); the
+event is built and encoded on the shared sender thread, in the ``tblog`` schema
+(the columns of ``tb_logs.datasource``).  Like the logging handler it never does
+I/O on the caller's thread, never blocks and never raises into the application,
+with one exception: a processor placed after the renderer (it receives a string
+instead of an event dict) is a configuration error and raises ``TypeError``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any, NamedTuple
+
+from tblog import _config, _diag, context
+from tblog._encode import dumps, shrink_event, to_text
+from tblog._event import (
+    CTX_ATTR,
+    HOSTNAME,
+    ExcInfo,
+    exc_of,
+    extras_of,
+    iso_utc,
+    new_event_id,
+)
+from tblog._sender import Channel, get_sender, holds_logging_lock
+
+try:
+    import structlog as _structlog
+except ImportError as _exc:  # pragma: no cover - depends on the environment
+    raise ImportError("tblog.structlog needs structlog: pip install 'tblog[structlog]'") from _exc
+
+__all__ = ["TinybirdProcessor"]
+
+# Level names as structlog spells them (method names and ``add_log_level`` values).
+_LEVELS: dict[str, tuple[str, int]] = {
+    "debug": ("DEBUG", logging.DEBUG),
+    "info": ("INFO", logging.INFO),
+    "msg": ("INFO", logging.INFO),
+    "log": ("INFO", logging.INFO),
+    "warn": ("WARNING", logging.WARNING),
+    "warning": ("WARNING", logging.WARNING),
+    "error": ("ERROR", logging.ERROR),
+    "err": ("ERROR", logging.ERROR),
+    "exception": ("ERROR", logging.ERROR),
+    "critical": ("CRITICAL", logging.CRITICAL),
+    "fatal": ("CRITICAL", logging.CRITICAL),
+    "notset": ("NOTSET", logging.NOTSET),
+}
+
+# Event dict keys that become columns (or are structlog's plumbing), never ``extra``.
+_CONSUMED = frozenset(
+    (
+        "event", "level", "timestamp", "logger", "logger_name", "exc_info", "exception",
+        "stack", "stack_info", "_record", "_from_structlog", "positional_args",
+        # structlog.processors.CallsiteParameterAdder
+        "pathname", "filename", "module", "func_name", "lineno", "thread", "thread_name",
+        "process", "process_name",
+    )
+)  # fmt: skip
+
+_RENDERER_TYPES: tuple[type, ...] = tuple(
+    t
+    for t in (
+        getattr(_structlog.processors, "JSONRenderer", None),
+        getattr(_structlog.processors, "KeyValueRenderer", None),
+        getattr(_structlog.processors, "LogfmtRenderer", None),
+        getattr(_structlog.dev, "ConsoleRenderer", None),
+    )
+    if isinstance(t, type)
+)
+
+
+def _is_renderer(processor: object) -> bool:
+    if isinstance(processor, _RENDERER_TYPES):
+        return True
+    wrap = getattr(_structlog.stdlib.ProcessorFormatter, "wrap_for_formatter", None)
+    return processor is wrap or processor is getattr(_structlog.stdlib, "render_to_log_kwargs", 0)
+
+
+class _Snap(NamedTuple):
+    """What the caller's thread hands to the sender for one structlog event."""
+
+    fields: dict[str, Any]  # shallow copy of the event dict, without ``_record``
+    method: str
+    logger_name: str
+    created: float
+    record: dict[str, Any] | None  # the stdlib record's attributes (ProcessorFormatter)
+    exc: ExcInfo | None
+    trace_id: str
+    span_id: str
+    bound: Mapping[str, Any]
+    pid: int
+    thread_id: int
+    thread_name: str
+
+
+class TinybirdProcessor:
+    """A structlog processor that ships every event dict to a Tinybird datasource.
+
+    ``TinybirdProcessor(api_url, token, app_name, ds_name="tb_logs", **options)``
+    takes the delivery options of ``TinybirdLoggingHandler`` (``batch_size``,
+    ``flush_interval``, ``max_buffer_size``, ``drop_policy``, ``gzip``, ``wait``,
+    ``static_fields``, ``environment``, ``ignore_loggers``, ...), plus ``level``:
+    events below it are passed on but not shipped.
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        token: str | None = None,
+        app_name: str | None = None,
+        ds_name: str = "tb_logs",
+        *,
+        level: int | str = logging.NOTSET,
+        batch_size: int = 500,
+        flush_interval: float = 1.0,
+        max_buffer_size: int = 100_000,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+        max_batch_bytes: int = _config.MAX_REQUEST_BYTES,
+        drop_policy: str = "oldest",
+        gzip: bool = True,
+        wait: bool = False,
+        timeout: float = 10.0,
+        shutdown_timeout: float = 5.0,
+        max_retries: int = 5,
+        static_fields: Mapping[str, Any] | None = None,
+        environment: str | None = None,
+        ignore_loggers: Iterable[str] | str | None = None,
+        max_event_bytes: int = 1024 * 1024,
+    ) -> None:
+        api_url, token = _config.swap_if_reversed(api_url, token)
+        resolved_url = _config.resolve_api_url(api_url)
+        resolved_token = _config.resolve_token(token)
+        self.app_name = _config.resolve_app_name(app_name)
+        self.ds_name = _config.check_datasource(ds_name)
+        self.environment = _config.resolve_environment(environment)
+        self.level = _level_number(level)
+        self.options = _config.Options(
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            max_buffer_size=max_buffer_size,
+            max_buffer_bytes=max_buffer_bytes,
+            max_batch_bytes=max_batch_bytes,
+            drop_policy=drop_policy,
+            gzip=gzip,
+            wait=wait,
+            timeout=timeout,
+            shutdown_timeout=shutdown_timeout,
+            max_event_bytes=max_event_bytes,
+            max_retries=max_retries,
+            static_fields=static_fields if static_fields is not None else {},
+        )
+        self._static = dict(self.options.static_fields)
+        self._ignore = _config.ignored_prefixes(ignore_loggers)
+        self._sender = get_sender()
+        self._channel = Channel(
+            self._sender,
+            api_url=resolved_url,
+            token=resolved_token,
+            datasource=self.ds_name,
+            options=self.options,
+            encode=self._encode,
+            label=f"structlog:{self.app_name}:{self.ds_name}",
+        )
+        self.api_url = resolved_url
+        self.ignored = 0
+        self.filtered = 0
+        self._checked = False
+        self._misplaced = ""
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} app_name={self.app_name!r} ds_name={self.ds_name!r} "
+            f"api_url={self.api_url!r}>"
+        )
+
+    # -- the processor (caller's thread) -----------------------------------------------
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> Any:
+        if not isinstance(event_dict, MutableMapping):
+            raise TypeError(_misplaced_message(f"a {type(event_dict).__name__}"))
+        if not self._checked:
+            self._misplaced = self._check_chain()
+            self._checked = True
+        if self._misplaced:
+            raise TypeError(self._misplaced)
+        try:
+            self._ship(logger, method_name, event_dict)
+        except Exception as exc:  # noqa: BLE001 - never raise into the application
+            self._channel.count_drop("snapshot_failed")
+            _diag_warning(exc)
+        return event_dict
+
+    def _ship(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> None:
+        if threading.get_ident() == self._sender.thread_ident:
+            self.ignored += 1  # the sender's own HTTP stack, through a ProcessorFormatter
+            return
+        if self._closed:
+            self._channel.count_drop("closed")
+            return
+        fields = dict(event_dict)
+        record = fields.pop("_record", None)
+        attrs: dict[str, Any] | None = None
+        if isinstance(record, logging.LogRecord):
+            attrs = record.__dict__.copy()
+            name = str(attrs.get("name") or "")
+            created = float(attrs.get("created") or time.time())
+        else:
+            raw_name = fields.get("logger", fields.get("logger_name"))
+            if raw_name is None:
+                raw_name = getattr(logger, "name", "")
+            name = raw_name if isinstance(raw_name, str) else to_text(raw_name)
+            created = time.time()
+        if self._ignore and _ignored(name, self._ignore):
+            self.ignored += 1
+            return
+        if self.level and _level_of(fields, method_name, attrs)[1] < self.level:
+            self.filtered += 1
+            return
+        exc = _exception_now(fields, record if isinstance(record, logging.LogRecord) else None)
+        carried = attrs.get(CTX_ATTR) if attrs is not None else None
+        if carried is not None:  # a record that crossed a tblog queue keeps its context
+            trace_id, span_id, bound = carried
+        else:
+            trace_id, span_id, bound = context.capture()
+        thread = threading.current_thread()
+        snap = _Snap(
+            fields, method_name, name, created, attrs, exc, trace_id, span_id, bound,
+            os.getpid(), thread.ident or 0, thread.name,
+        )  # fmt: skip
+        size = 400 + 64 * len(fields)
+        if exc is not None:
+            size += len(exc.stacktrace)
+        self._channel.put(snap, size)
+
+    def _check_chain(self) -> str:
+        """Why structlog's configured chain is wrong for this processor ("" when it is fine)."""
+        try:
+            processors = list(_structlog.get_config().get("processors") or ())
+        except Exception:  # noqa: BLE001 - the check is best effort
+            return ""
+        for i, proc in enumerate(processors):
+            if proc is self:
+                renderers = [p for p in processors[:i] if _is_renderer(p)]
+                if renderers:
+                    name = getattr(renderers[0], "__name__", type(renderers[0]).__name__)
+                    return _misplaced_message(f"the output of {name}")
+                return ""
+        return ""
+
+    # -- the sender thread -------------------------------------------------------------
+
+    def _encode(self, snap: _Snap) -> bytes | None:
+        event = self.build(snap)
+        line = dumps(event)
+        if len(line) > self.options.max_event_bytes:
+            return shrink_event(event, line, self.options.max_event_bytes)
+        return line
+
+    def build(self, snap: _Snap) -> dict[str, Any]:
+        """The ``tb_logs`` row for one snapshot (sender thread)."""
+        f = snap.fields
+        a = snap.record or {}
+        level, level_no = _level_of(f, snap.method, snap.record)
+        message = f.get("event", a.get("msg", ""))
+        event: dict[str, Any] = {
+            "timestamp": _timestamp(f.get("timestamp"), snap.created, snap.record is not None),
+            "level": level,
+            "level_no": level_no,
+            "logger": snap.logger_name,
+            "message": message if isinstance(message, str) else to_text(message),
+            "app_name": self.app_name,
+            "environment": self.environment,
+            "hostname": HOSTNAME,
+            "process_id": _int(f.get("process", a.get("process", snap.pid))),
+            "process_name": _str(f.get("process_name", a.get("processName", ""))),
+            "thread_id": _int(f.get("thread", a.get("thread", snap.thread_id))),
+            "thread_name": _str(f.get("thread_name", a.get("threadName", snap.thread_name))),
+            "module": _str(f.get("module", a.get("module", ""))),
+            "func_name": _str(f.get("func_name", a.get("funcName", ""))),
+            "lineno": _int(f.get("lineno", a.get("lineno", 0))),
+            "pathname": _str(f.get("pathname", a.get("pathname", ""))),
+            "trace_id": snap.trace_id,
+            "span_id": snap.span_id,
+            "event_id": new_event_id(),
+        }
+        exc = snap.exc or _exception_from_text(f.get("exception"))
+        if exc is not None:
+            event["exception"] = {
+                "type": exc.type,
+                "message": exc.message,
+                "stacktrace": exc.stacktrace,
+            }
+        stack = f.get("stack") or f.get("stack_info") or a.get("stack_info")
+        if stack:
+            event["stack_info"] = stack if isinstance(stack, str) else to_text(stack)
+        extra: dict[str, Any] = dict(self._static)
+        extra.update(snap.bound)
+        if snap.record is not None:
+            extra.update(extras_of(a))
+        for key, value in f.items():
+            if key not in _CONSUMED and key[:1] != "_":
+                extra[key] = value
+        positional = f.get("positional_args")
+        if positional:
+            extra["positional_args"] = positional
+        event["extra"] = extra
+        return event
+
+    # -- control -----------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver what this processor buffered before the call; True when all of it arrived."""
+        return self._sender.flush(timeout, [self._channel])
+
+    def close(self) -> None:
+        """Deliver what is buffered (within ``shutdown_timeout``) and stop shipping. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if not holds_logging_lock():
+            self._sender.flush(self.options.shutdown_timeout, [self._channel])
+        self._channel.closed = True
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: enqueued, sent, batches, bytes, drops by reason, ignored, filtered."""
+        stats = self._channel.stats()
+        stats["ignored"] = self.ignored
+        stats["filtered"] = self.filtered
+        stats["app_name"] = self.app_name
+        return stats
+
+
+def _misplaced_message(got: str) -> str:
+    return (
+        "tblog.structlog.TinybirdProcessor must come before the renderer in the structlog "
+        f"processor chain (it received {got}, not an event dict); move it before "
+        "JSONRenderer/ConsoleRenderer/KeyValueRenderer/ProcessorFormatter.wrap_for_formatter"
+    )
+
+
+def _diag_warning(exc: Exception) -> None:
+    _diag.diag(
+        logging.WARNING, "structlog-snapshot",
+        "tblog: could not snapshot a structlog event (%s); dropped it", type(exc).__name__,
+    )  # fmt: skip
+
+
+def _level_number(level: int | str) -> int:
+    if isinstance(level, bool):
+        raise TypeError("level must be an int or a level name")
+    if isinstance(level, int):
+        return level
+    if isinstance(level, str):
+        found = _LEVELS.get(level.lower())
+        if found is not None:
+            return found[1]
+        number = logging.getLevelName(level.upper())
+        if isinstance(number, int):
+            return number
+        raise ValueError(f"level must be a logging level name, not {level!r}")
+    raise TypeError("level must be an int or a level name")
+
+
+def _level_of(
+    fields: Mapping[str, Any], method: str, record: Mapping[str, Any] | None
+) -> tuple[str, int]:
+    raw = fields.get("level")
+    if isinstance(raw, str):
+        found = _LEVELS.get(raw.lower())
+        if found is not None:
+            return found
+        number = logging.getLevelName(raw.upper())
+        if isinstance(number, int):
+            return raw.upper(), number
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        return logging.getLevelName(raw), raw
+    if record is not None and isinstance(record.get("levelno"), int):
+        return str(record.get("levelname") or ""), int(record["levelno"])
+    return _LEVELS.get(method, ("INFO", logging.INFO))
+
+
+def _ignored(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _exception_now(fields: dict[str, Any], record: logging.LogRecord | None) -> ExcInfo | None:
+    """Turn ``exc_info`` into text on the caller's thread (releases the traceback's frames)."""
+    info = fields.get("exc_info")
+    if info is None and record is not None and (record.exc_info or record.exc_text):
+        return exc_of(record)
+    if not info:
+        return None
+    if info is True:
+        info = sys.exc_info()
+    elif isinstance(info, BaseException):
+        info = (type(info), info, info.__traceback__)
+    if not (isinstance(info, tuple) and len(info) == 3 and info[0] is not None):
+        return None
+    fields.pop("exc_info", None)
+    carrier = logging.LogRecord("", 0, "", 0, "", None, info)
+    return exc_of(carrier)
+
+
+def _exception_from_text(value: Any) -> ExcInfo | None:
+    """structlog already rendered the exception (``format_exc_info`` or ``dict_tracebacks``)."""
+    if not value:
+        return None
+    if isinstance(value, str):
+        last = value.rstrip().rsplit("\n", 1)[-1]
+        type_name, _, message = last.partition(": ")
+        return ExcInfo(type_name.strip(), message, value.rstrip("\n"))
+    if isinstance(value, list) and value and isinstance(value[-1], Mapping):
+        last_exc = value[-1]
+        lines = ["Traceback (most recent call last):"]
+        for frame in last_exc.get("frames") or ():
+            if isinstance(frame, Mapping):
+                lines.append(
+                    f'  File "{frame.get("filename", "?")}", line {frame.get("lineno", "?")}, '
+                    f"in {frame.get('name', '?')}"
+                )
+        type_name = to_text(last_exc.get("exc_type", ""))
+        message = to_text(last_exc.get("exc_value", ""))
+        lines.append(f"{type_name}: {message}")
+        return ExcInfo(type_name, message, "\n".join(lines))
+    text = to_text(value)
+    return ExcInfo("", text, text)
+
+
+def _timestamp(value: Any, created: float, from_record: bool) -> str:
+    """The event's own timestamp when it is unambiguous, else the moment of the call."""
+    if from_record:
+        return iso_utc(created)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return iso_utc(float(value))
+    ts = _parse_aware(value)
+    return iso_utc(ts if ts is not None else created)
+
+
+def _parse_aware(value: Any) -> float | None:
+    if isinstance(value, str) and len(value) >= 19:
+        try:
+            value = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(value, _dt.datetime) and value.tzinfo is not None:
+        return value.timestamp()
+    return None  # naive or unparseable: local time of unknown zone, so not trusted
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return 0
+
+
+def _str(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else to_text(value)
