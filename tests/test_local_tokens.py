@@ -85,6 +85,11 @@ def test_tenant_filter_holds_on_writes(server: LocalServer) -> None:
     r = post(server, ndjson(rows[1]), token=token)
     assert r.status_code == 403
     assert r.json()["rejected_rows"] == 1
+    # A row ClickHouse cannot parse does not make the tenant's other rows rejected.
+    r = post(server, ndjson(rows[0], event(app_name="tw", timestamp="2026-02-30",
+                                           extra={"tenant_id": "acme"})), token=token)  # fmt: skip
+    assert r.json() == {"successful_rows": 1, "quarantined_rows": 1}
+    assert r.status_code == 200
 
 
 def test_tenant_filter_holds_on_reads(server: LocalServer) -> None:

@@ -244,6 +244,16 @@ class Store:
         ds = self.datasources[name]
         structure = ", ".join(f"{quote_identifier(c.name)} {c.type}" for c in ds.columns
                               if c.insertable)  # fmt: skip
+        verdicts = self._filter_rows(structure, lines, row_filter)
+        if verdicts is not None:
+            return verdicts
+        # ClickHouse refused the batch (a value it cannot parse): judge row by row; a row
+        # it cannot parse at all is kept here, so that the insert quarantines it.
+        return [(self._filter_rows(structure, [line], row_filter) or [True])[0] for line in lines]
+
+    def _filter_rows(
+        self, structure: str, lines: list[bytes], row_filter: str
+    ) -> list[bool] | None:
         data = b"\n".join(lines).decode("utf-8")
         sql = (
             f"SELECT toUInt8(({row_filter})) FROM format(JSONEachRow, {sql_string(structure)}, "  # noqa: S608 - the filter is the admin's
@@ -253,9 +263,9 @@ class Store:
         try:
             out = self._run(sql, "TSV").split()
         except QueryError:
-            return [False] * len(lines)
+            return None
         if len(out) != len(lines):
-            return [False] * len(lines)
+            return None
         return [v == b"1" for v in out]
 
     def _quarantine(self, name: str, rows: list[_Quarantined]) -> None:
