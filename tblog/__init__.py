@@ -21,6 +21,7 @@ from tblog.context import (
     trace,
     unbind,
 )
+from tblog.datasource import API, AsyncAPI, AsyncDatasource, Datasource
 from tblog.formatters import TinybirdJsonFormatter
 from tblog.handlers import (
     TinybirdLoggingHandler,
@@ -29,6 +30,10 @@ from tblog.handlers import (
 )
 
 __all__ = [
+    "API",
+    "AsyncAPI",
+    "AsyncDatasource",
+    "Datasource",
     "TinybirdJsonFormatter",
     "TinybirdLoggingHandler",
     "TinybirdLoggingQueueHandler",
