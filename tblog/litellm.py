@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -133,19 +134,22 @@ class TinybirdLitellmHandler(CustomLogger):
         litellm_params = kwargs.get("litellm_params") or {}
         if not isinstance(litellm_params, Mapping):
             litellm_params = {}
-        start, end = _epoch(start_time), _epoch(end_time)
+        now = time.time()
+        start = _epoch(start_time)
+        end = _epoch(end_time)
+        start = start if start is not None else (end if end is not None else now)
+        end = end if end is not None else now
         response = _as_dict(response_obj)
         prompt, completion, total = _usage(response, slo)
         exception = kwargs.get("exception")
         failed = exception is not None or slo.get("status") == "failure"
-        duration = (end - start) if start is not None and end is not None else 0.0
         return {
             "id": text_or_empty(kwargs.get("litellm_call_id")),
             "model": text_or_empty(kwargs.get("model")),
             "messages": jsonable(kwargs.get("messages")),
             "user": text_or_empty(kwargs.get("user")),
-            "start_time": iso_utc(start) if start is not None else None,
-            "end_time": iso_utc(end) if end is not None else None,
+            "start_time": iso_utc(start),
+            "end_time": iso_utc(end),
             "stream": bool(kwargs.get("stream", False)),
             "call_type": text_or_empty(kwargs.get("call_type") or "completion"),
             "provider": text_or_empty(kwargs.get("custom_llm_provider")),
@@ -165,7 +169,7 @@ class TinybirdLitellmHandler(CustomLogger):
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": total,
-            "duration": max(0.0, duration),
+            "duration": max(0.0, end - start),
             "exception": to_text(exception) if exception is not None else "",
             "exception_type": type(exception).__name__ if exception is not None else "",
             "traceback": text_or_empty(kwargs.get("traceback_exception")),

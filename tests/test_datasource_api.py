@@ -94,7 +94,9 @@ def _api(rest: RestServer, **kw: Any) -> tuple[tblog.API, list[float]]:
 
 def test_datasource_appends_are_batched_and_delivered_on_exit(events_api: EventsAPI) -> None:
     row = {"id": 1, "nested": {"a": [1, 2]}}
-    with tblog.Datasource("orders", events_api.token, api_url=events_api.url) as ds:
+    with tblog.Datasource(
+        "orders", events_api.token, api_url=events_api.url, flush_interval=60
+    ) as ds:
         ds << row << {"id": 2}
         ds += {"id": 3}
         ds.append('{"id": 4}')
