@@ -39,8 +39,8 @@ __all__ = ["API", "APIError", "AsyncAPI", "AsyncDatasource", "Datasource"]
 class Datasource:
     """Buffered NDJSON appends to one datasource through the Events API.
 
-    ``rows`` may be dicts (encoded as JSON), or ``str``/``bytes`` already holding one
-    JSON object.  ``ds << row`` and ``ds += row`` never block and never raise; rows
+    ``rows`` may be dicts (encoded as JSON), or ``str``/``bytes`` holding NDJSON (one
+    JSON object per line).  ``ds << row`` and ``ds += row`` never block and never raise; rows
     that cannot be buffered are counted in ``stats()["dropped"]``.
     """
 
@@ -76,10 +76,12 @@ class Datasource:
         return self._append(row)
 
     def _append(self, row: object) -> bool:
-        if isinstance(row, (bytes, bytearray)):
-            return self._rows.put_line(bytes(row).strip())
         if isinstance(row, str):
-            return self._rows.put_line(row.strip().encode("utf-8", "replace"))
+            row = row.encode("utf-8", "replace")
+        if isinstance(row, (bytes, bytearray)):
+            lines = [line.strip() for line in bytes(row).splitlines()]
+            results = [self._rows.put_line(line) for line in lines if line]
+            return bool(results) and all(results)
         if isinstance(row, Mapping):
             return self._rows.put_row(dict(row))
         self._rows.count_drop("not_a_row")

@@ -100,10 +100,10 @@ def test_datasource_appends_are_batched_and_delivered_on_exit(events_api: Events
         ds << row << {"id": 2}
         ds += {"id": 3}
         ds.append('{"id": 4}')
-        ds.append(b'{"id": 5}\n')
+        ds.append(b'{"id": 5}\n{"id": 6}\n')
         row["nested"]["a"].append(3)  # after the append: the buffered row is a snapshot
         assert events_api.requests == []  # nothing was sent on the caller's thread
-    assert [r["id"] for r in events_api.rows("orders")] == [1, 2, 3, 4, 5]
+    assert [r["id"] for r in events_api.rows("orders")] == [1, 2, 3, 4, 5, 6]
     assert events_api.rows("orders")[0]["nested"] == {"a": [1, 2]}
     assert row == {"id": 1, "nested": {"a": [1, 2, 3]}}  # never mutated by tblog
     [req] = events_api.requests
@@ -111,7 +111,7 @@ def test_datasource_appends_are_batched_and_delivered_on_exit(events_api: Events
     assert req.headers["Authorization"] == f"Bearer {events_api.token}"
     assert events_api.token not in req.path + json.dumps(req.params)
     stats = ds.stats()
-    assert stats["sent"] == 5 and stats["batches"] == 1 and stats["dropped_total"] == 0
+    assert stats["sent"] == 6 and stats["batches"] == 1 and stats["dropped_total"] == 0
 
 
 def test_datasource_waits_out_a_rate_limit(events_api: EventsAPI) -> None:
