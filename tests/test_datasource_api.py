@@ -287,3 +287,12 @@ def test_async_api_really_sends_and_keeps_the_loop_free(rest: RestServer) -> Non
     assert ticks >= 20
     assert rest.requests[0]["query"] == {"name": "ds", "mode": "append", "format": "ndjson"}
     assert rest.requests[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_datasource_drops_an_oversized_row_and_counts_it(events_api: EventsAPI) -> None:
+    ds = tblog.Datasource("orders", events_api.token, api_url=events_api.url, max_event_bytes=1024)
+    ds << {"blob": "x" * 2000} << {"id": 1}
+    ds.append(b"\n\n")  # nothing but blank lines: nothing buffered
+    assert ds.close(5)
+    assert events_api.rows("orders") == [{"id": 1}]
+    assert ds.stats()["dropped"] == {"too_large": 1}

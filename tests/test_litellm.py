@@ -162,3 +162,20 @@ def test_mask_api_key() -> None:
     assert mask_api_key("short") == "****"
     assert mask_api_key(None) == ""
     assert json.dumps(mask_api_key(SECRET)).count(SECRET[4:-4]) == 0
+
+
+def test_huge_prompts_are_truncated_not_lost(events_api: EventsAPI) -> None:
+    h = TinybirdLitellmHandler(
+        api_url=events_api.url, tinybird_token=events_api.token, max_event_bytes=8192
+    )
+    big = [{"role": "user", "content": "x" * 50_000}]
+    h.log_success_event(
+        {"model": "m", "messages": big, "litellm_call_id": "c1"}, {"id": "r", "usage": {}}, 1.0, 2.0
+    )
+    assert h.flush(5)
+    [row] = events_api.rows("litellm")
+    assert row["truncated"] is True and row["id"] == "c1" and row["model"] == "m"
+    assert isinstance(row["messages"], str) and row["messages"].endswith("…[truncated]")
+    assert 4096 < len(gzip.decompress(events_api.requests[0].body)) <= 8192 + 1
+    assert big[0]["content"] == "x" * 50_000  # the caller's data is untouched
+    h.close()
