@@ -256,8 +256,11 @@ def exit_share(s: Sink, kind: str, n: int) -> float | None:
 
 _OUTAGE_CHILD = textwrap.dedent(
     """
-    import logging, resource, sys, time
+    import logging, os, sys, time
     import tblog
+    def rss():  # current resident set size, in KiB
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
     url, seconds, rate, cap = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     handler = tblog.TinybirdLoggingHandler(url, "p.benchmark-token-0123456789abcdef", "outage",
                                            max_buffer_bytes=cap, shutdown_timeout=0.5)
@@ -265,15 +268,15 @@ _OUTAGE_CHILD = textwrap.dedent(
     log.setLevel(logging.INFO)
     log.addHandler(handler)
     payload = "x" * 1000
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak = rss()
     start = time.monotonic()
     sent = 0
     while time.monotonic() - start < seconds:
         for _ in range(rate // 100):
             log.info("payload %s", payload)
             sent += 1
+        peak = max(peak, rss())
         time.sleep(0.01)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     stats = handler.stats()
     print(sent, base, peak, stats["queue_bytes"], stats["dropped"].get("buffer_full", 0))
     """
