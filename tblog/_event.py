@@ -35,6 +35,7 @@ STANDARD_ATTRS = frozenset(
 )
 
 _BASE_ATTRS = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
+_SNAPSHOT_OVERHEAD = 1600
 
 HOSTNAME = socket.gethostname()
 
@@ -148,9 +149,10 @@ def snapshot(
 
 
 def estimate_size(snap: Snapshot) -> int:
-    """A cheap estimate of the event's encoded size, for the buffer's byte bound."""
-    # 400 bytes of fixed fields, the message, and a rough 64 bytes per extra attribute
-    size = 400 + len(snap[1]) + 64 * max(0, len(snap[0]) - _BASE_ATTRS)
+    """A cheap estimate of the snapshot's memory, for the buffer's ``max_buffer_bytes`` bound."""
+    # What the snapshot holds in memory: the copied attribute dict (~1.2 KB for a plain
+    # record), the tuple and strings around it, the message, ~100 bytes per extra attribute.
+    size = _SNAPSHOT_OVERHEAD + len(snap[1]) + 100 * max(0, len(snap[0]) - _BASE_ATTRS)
     exc = snap[2]
     if exc is not None:
         size += len(exc.stacktrace) + len(exc.message)
