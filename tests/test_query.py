@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -215,8 +216,6 @@ def test_tail_iterator_and_stream_stop_cleanly(server: LocalServer, client: Quer
             tail.stop()
     assert got == [_eid(2000 + i) for i in range(3)]
 
-    import threading
-
     seen: list[str] = []
     done = threading.Event()
 
@@ -240,10 +239,18 @@ def test_stream_reports_errors_and_bad_credentials(server: LocalServer) -> None:
     assert "not-a-token" not in str(info.value)
     assert "not-a-token" not in repr(bad)
     errors: list[Exception] = []
-    stream = bad.stream(lambda e: None, on_error=lambda exc: (errors.append(exc), stream.stop()))
-    assert stream.thread is not None
-    stream.thread.join(30)
-    assert errors and isinstance(errors[0], QueryFailedError)
+    failed = threading.Event()
+
+    def on_error(exc: Exception) -> None:
+        errors.append(exc)
+        failed.set()
+
+    stream = bad.stream(lambda e: None, on_error=on_error, poll_interval=0.01)
+    assert failed.wait(30)
+    stream.stop()
+    assert stream.thread is not None and not stream.thread.is_alive()
+    assert isinstance(errors[0], QueryFailedError)
+    assert "not-a-token" not in str(errors[0])
 
 
 def test_read_token_environment(monkeypatch: pytest.MonkeyPatch) -> None:
