@@ -282,3 +282,10 @@ def test_accepted_rows_are_visible_to_the_next_query(server: LocalServer) -> Non
     assert r.json() == {"successful_rows": 31, "quarantined_rows": 0}  # as Tinybird: not yet known
     assert _count(server, "app_name = 'async'") == 30
     assert _count(server, "c__raw LIKE '%2026-02-30%'", "tb_logs_quarantine") == 1
+
+
+def test_sql_guard_keeps_comment_markers_inside_string_literals() -> None:
+    from tblog.local.sqlguard import check_sql
+
+    assert check_sql("SELECT '; SELECT 1 --' AS s", lambda q: "") == set()
+    assert check_sql("SELECT '/* x */;' AS s -- 'tail", lambda q: "") == set()

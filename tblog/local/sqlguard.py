@@ -24,8 +24,8 @@ _DENIED_FUNCTIONS = re.compile(
     re.IGNORECASE,
 )
 _STATEMENT = re.compile(r"^\s*(SELECT|WITH|DESCRIBE|DESC)\b", re.IGNORECASE)
-_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
-_STRINGS = re.compile(r"'(?:[^'\\]|\\.)*'")
+# Strings and comments in one left-to-right pass, so '--' inside a literal is not a comment.
+_STRINGS_AND_COMMENTS = re.compile(r"'(?:[^'\\]|\\.)*'|--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
 class SqlRefusedError(Exception):
@@ -38,7 +38,7 @@ class SqlRefusedError(Exception):
 
 def check_sql(query: str, explain_ast: Callable[[str], str]) -> set[str]:
     """Refuse anything but one read-only statement; return the tables it reads."""
-    bare = _STRINGS.sub("''", _COMMENT.sub(" ", query))
+    bare = _STRINGS_AND_COMMENTS.sub(lambda m: "''" if m.group().startswith("'") else " ", query)
     if ";" in bare.strip().rstrip(";"):
         raise SqlRefusedError("only one statement is allowed per query")
     if not _STATEMENT.match(bare):

@@ -1,0 +1,172 @@
+"""The read side's HTTP and SQL plumbing: literal escaping and the ``/v0/sql`` client.
+
+User input reaches SQL text only through ``string``/``number``/``timestamp_us`` here,
+which build ClickHouse literals that cannot end early: every backslash and quote is
+escaped, control characters are written as escapes, and text that is not valid UTF-8
+is refused.  ``SqlClient`` sends queries with the token in the ``Authorization``
+header only, by GET while the URL stays short and by POST (form body) otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+import requests
+
+from tblog._config import resolve_api_url, resolve_token
+
+__all__ = [
+    "READ_TOKEN_ENV",
+    "QueryFailedError",
+    "SqlClient",
+    "identifier",
+    "number",
+    "resolve_read_token",
+    "string",
+    "to_us",
+]
+
+#: Reading prefers a read token: ``$TB_READ_TOKEN``, then ``$TB_TOKEN``, then ``$TINYBIRD_TOKEN``.
+READ_TOKEN_ENV = ("TB_READ_TOKEN", "TB_TOKEN", "TINYBIRD_TOKEN")
+
+#: Above this URL length a query goes by POST (Tinybird allows GET URLs up to ~8 KB).
+MAX_GET_URL = 4000
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ESCAPES = {"\\": "\\\\", "'": "\\'", "\0": "\\0", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+            "\b": "\\b", "\f": "\\f"}  # fmt: skip
+
+
+class QueryFailedError(Exception):
+    """The SQL API answered with an error (``status`` is the HTTP status, 0 for network)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def resolve_read_token(token: str | None) -> str:
+    """``token``, else the first of ``READ_TOKEN_ENV`` that is set (validated like writes)."""
+    if token is None:
+        token = next((os.environ[k] for k in READ_TOKEN_ENV if os.environ.get(k)), None)
+    if token is None:
+        raise ValueError(
+            "no Tinybird token to read with: pass token=... or set one of "
+            + ", ".join(READ_TOKEN_ENV)
+        )
+    return resolve_token(token)
+
+
+def string(value: str) -> str:
+    """A ClickHouse string literal holding exactly ``value``."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a str, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the text is not valid Unicode (lone surrogate)") from None
+    out = []
+    for ch in value:
+        esc = _ESCAPES.get(ch)
+        if esc is not None:
+            out.append(esc)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02X}")
+        else:
+            out.append(ch)
+    return "'" + "".join(out) + "'"
+
+
+def number(value: float | int) -> str:
+    """A finite number as a SQL literal (bools, NaN and infinities are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("expected a number")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("the number must be finite")
+        return repr(value)
+    return str(int(value))
+
+
+def identifier(name: str) -> str:
+    """A datasource or column name, checked (names are never quoted user text)."""
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise ValueError(f"not a valid datasource name: {name!r}")
+    return name
+
+
+def to_us(ts: datetime | float | int) -> int:
+    """Microseconds since the epoch; naive datetimes are taken as UTC."""
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=timezone.utc)
+        delta = ts - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        raise TypeError("a timestamp must be a datetime or epoch seconds")
+    return round(ts * 1_000_000)
+
+
+class SqlClient:
+    """Runs SQL through ``/v0/sql`` and returns the parsed ``FORMAT JSON`` answer."""
+
+    def __init__(self, token: str | None, api_url: str | None, timeout: float = 30.0) -> None:
+        self.api_url = resolve_api_url(api_url)
+        self._token = resolve_read_token(token)
+        self.timeout = timeout
+        self._session = requests.Session()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(api_url={self.api_url!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    def session(self) -> requests.Session:
+        return self._session
+
+    def sql(self, query: str) -> dict[str, Any]:
+        """Run ``query`` (FORMAT JSON is appended) and return the answer's JSON."""
+        query = f"{query}\nFORMAT JSON"
+        url = f"{self.api_url}/v0/sql"
+        try:
+            prepared = requests.Request("GET", url, params={"q": query}).prepare()
+            if len(prepared.url or "") <= MAX_GET_URL:
+                response = self._session.get(
+                    url, params={"q": query}, headers=self._headers, timeout=self.timeout
+                )
+            else:
+                response = self._session.post(
+                    url, data={"q": query}, headers=self._headers, timeout=self.timeout
+                )
+        except requests.RequestException as exc:
+            raise QueryFailedError(f"the SQL API is unreachable ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            try:
+                detail = str(response.json().get("error", ""))
+            except ValueError:
+                detail = response.text[:500]
+            raise QueryFailedError(
+                f"the SQL API answered {response.status_code}: {detail}".replace(
+                    self._token, "***"
+                ),
+                response.status_code,
+            )
+        result: dict[str, Any] = response.json()
+        return result
+
+    def rows(self, query: str) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = self.sql(query).get("data", [])
+        return data
