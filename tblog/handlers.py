@@ -43,6 +43,7 @@ from tblog._sender import Channel, get_sender, holds_logging_lock
 
 __all__ = ["TinybirdLoggingHandler", "TinybirdLoggingQueueHandler", "TinybirdQueueListener"]
 
+
 class _Guard(threading.local):
     """Per-thread re-entry flag. The class default makes the read cheap in every thread
     (``getattr`` with a default on a missing ``threading.local`` attribute costs ~10x more)."""
