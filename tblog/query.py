@@ -260,11 +260,13 @@ class QueryClient:
         *,
         since: datetime | float | None = None,
         poll_interval: float = 1.0,
-        lookback: float = 0.0,
+        lookback: float = 5.0,
         batch_size: int = 1000,
     ) -> Tail:
         """An iterator over new rows matching ``filters`` (``query()``'s keyword names, plus
-        ``min_level``), oldest first; ``since`` defaults to now."""
+        ``min_level``), oldest first; ``since`` defaults to now.  ``lookback`` (seconds)
+        re-reads that far behind the cursor for rows that arrive late (buffered by their
+        producers), never returning a row twice and never reaching before ``since``."""
         return Tail(self, dict(filters or {}), since, poll_interval, lookback, batch_size)
 
     def stream(
@@ -309,6 +311,7 @@ class Tail:
         self._where = _filters(**filters)
         start = to_us(since) if since is not None else to_us(datetime.now(timezone.utc))
         self.cursor: tuple[int, str] = (start - 1, "ffffffff-ffff-ffff-ffff-ffffffffffff")
+        self._floor = self.cursor  # the look-back never reaches before ``since``
         self.poll_interval = poll_interval
         self.lookback_us = round(lookback * 1_000_000)
         self.batch_size = batch_size
@@ -333,7 +336,7 @@ class Tail:
         """The rows that arrived since the last poll (possibly none)."""
         after = self.cursor
         if self.lookback_us:
-            after = (self.cursor[0] - self.lookback_us, _NIL_UUID)
+            after = max((self.cursor[0] - self.lookback_us, _NIL_UUID), self._floor)
         out: list[LogEntry] = []
         while True:
             page = self._page(after)
