@@ -236,3 +236,30 @@ def test_tinybird_sdk_schema_field_names(
     assert row["extra"] == {"k": 1, "trace_id": "t-sdk", "span_id": "s-sdk"}
     assert row["formatted_message"].startswith("failed x\nTraceback")
     assert row["app_name"] == "tests"
+
+
+def test_ten_handlers_share_one_sender_thread(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    import threading
+
+    handlers = [make_handler(ds_name=f"ds_{i}") for i in range(10)]
+    for handler in handlers:
+        logger.addHandler(handler)
+    logger.info("to all ten")
+    assert tblog.flush(5)
+    assert [t.name for t in threading.enumerate()].count("tblog-sender") == 1
+    assert all(len(events_api.rows(f"ds_{i}")) == 1 for i in range(10))
+
+
+def test_a_batch_closes_at_the_byte_cap(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler(max_batch_bytes=20_000, max_event_bytes=4096, gzip=False)
+    logger.addHandler(handler)
+    for i in range(20):
+        logger.info("%d %s", i, "m" * 2000)
+    assert handler.flush(5)
+    assert len(events_api.rows()) == 20
+    sizes = [len(r.body) for r in events_api.requests]
+    assert len(sizes) >= 2 and max(sizes) <= 20_000
