@@ -136,10 +136,15 @@ class Channel:
 
     # -- the caller's side -------------------------------------------------------------
 
-    def put(self, item: Any, size: int) -> bool:
-        """Buffer ``item`` (of estimated ``size`` bytes). Never blocks, never raises."""
+    def put(self, item: Any, size: int, pid_hint: int | None = None) -> bool:
+        """Buffer ``item`` (of estimated ``size`` bytes). Never blocks, never raises.
+
+        ``pid_hint`` is a pid the caller already has (a LogRecord's ``process``): when it
+        matches, the fork check needs no ``getpid()`` system call; when it does not (a record
+        forwarded from another process, or a fork), ``getpid()`` decides.
+        """
         sender = self.sender
-        if sender.pid != os.getpid():
+        if pid_hint != sender.pid and os.getpid() != sender.pid:
             sender.after_fork_in_child()
         opts = self.options
         with self.lock:

@@ -44,15 +44,15 @@ from tblog._sender import Channel, get_sender, holds_logging_lock
 __all__ = ["TinybirdLoggingHandler", "TinybirdLoggingQueueHandler", "TinybirdQueueListener"]
 
 
-class _Guard(threading.local):
-    """Per-thread re-entry flag. The class default makes the read cheap in every thread
-    (``getattr`` with a default on a missing ``threading.local`` attribute costs ~10x more)."""
-
-    busy = False
-
-
-_guard = _Guard()
+#: The re-entry guard: idents of the threads inside a tblog ``emit()`` right now.  A record
+#: logged while its own snapshot is taken (a ``__str__`` that logs) is refused, not looped on.
+#: Per-thread state kept in a set: adding and discarding an ident costs a fraction of writing
+#: a ``threading.local`` attribute, and the set is emptied in a forked child (idents are reused).
+_busy: set[int] = set()
 _IGNORE_CACHE_MAX = 4096
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_busy.clear)
 
 
 class _Filtering:
@@ -66,8 +66,8 @@ class _Filtering:
         self._ignore_cache = {}
         self.ignored = 0
 
-    def _refuses(self, record: logging.LogRecord) -> bool:
-        if _guard.busy or threading.get_ident() == get_sender().thread_ident:
+    def _refuses(self, record: logging.LogRecord, ident: int) -> bool:
+        if ident in _busy or ident == get_sender().thread_ident:
             return True
         name = record.name
         refused = self._ignore_cache.get(name)
@@ -180,7 +180,8 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            if self._refuses(record):
+            ident = threading.get_ident()
+            if self._refuses(record, ident):
                 self.ignored += 1
                 return
             if self._closed:
@@ -190,12 +191,12 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
             if formatter is not self._fmt_seen:
                 self._fmt_kind = formatter_kind(formatter)
                 self._fmt_seen = formatter
-            _guard.busy = True
+            _busy.add(ident)
             try:
                 snap = snapshot(record, self._fmt_kind, formatter)
             finally:
-                _guard.busy = False
-            self._channel.put(snap, estimate_size(snap))
+                _busy.discard(ident)
+            self._channel.put(snap, estimate_size(snap), record.process)
         except Exception:  # noqa: BLE001 - never raise into the application
             self.handleError(record)
 
@@ -331,7 +332,7 @@ class TinybirdLoggingQueueHandler(_Filtering, logging.handlers.QueueHandler):
         self.handler.setFormatter(fmt)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._refuses(record):
+        if self._refuses(record, threading.get_ident()):
             self.ignored += 1
             return
         super().emit(record)

@@ -121,3 +121,20 @@ def test_close_is_bounded_by_shutdown_timeout(kind: str, make_handler: Any) -> N
             hole.close()
     assert elapsed < 2.0
     assert handler.stats()["queue_depth"] == 1  # still owned by the sender, never lost silently
+
+
+def test_a_str_that_logs_does_not_reenter_emit(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler()
+    logger.addHandler(handler)
+
+    class Chatty:
+        def __str__(self) -> str:
+            logger.warning("logged from inside __str__")
+            return "chatty"
+
+    logger.info("value: %s", Chatty())
+    assert handler.flush(5)
+    assert [r["message"] for r in events_api.rows()] == ["value: chatty"]
+    assert handler.stats()["ignored"] == 1
