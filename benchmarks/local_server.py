@@ -61,7 +61,9 @@ def measure(events: int = 20_000) -> dict[str, Any]:
                                      headers=headers, timeout=60)  # fmt: skip
                     r.raise_for_status()
                 server_rate = batches * _BATCH / (time.perf_counter() - started)
-            handler = tblog.TinybirdLoggingHandler(server.url, server.admin_token, "bench")
+            handler = tblog.TinybirdLoggingHandler(
+                server.url, server.admin_token, "bench", max_buffer_bytes=2**31
+            )
             log = logging.getLogger("benchmarks.local_server")
             log.propagate = False
             log.setLevel(logging.INFO)
