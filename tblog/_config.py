@@ -141,9 +141,39 @@ def swap_if_reversed(api_url: str | None, token: str | None) -> tuple[str | None
             "Accepting them swapped; pass them by keyword to silence this warning."
         )
         if warn_once("swapped-args", message):
+            # user code -> handler __init__ -> resolve_target -> here
             warnings.warn(message, UserWarning, stacklevel=4)
         return token, api_url
     return api_url, token
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a producer ships: resolved and validated once, at construction."""
+
+    api_url: str
+    token: str = field(repr=False)
+    app_name: str = ""
+    ds_name: str = "tb_logs"
+    environment: str = ""
+
+
+def resolve_target(
+    api_url: str | None,
+    token: str | None,
+    app_name: str | None,
+    ds_name: str,
+    environment: str | None,
+) -> Target:
+    """Arguments, then the environment, then defaults; the SDK's swapped order accepted."""
+    api_url, token = swap_if_reversed(api_url, token)
+    return Target(
+        api_url=resolve_api_url(api_url),
+        token=resolve_token(token),
+        app_name=resolve_app_name(app_name),
+        ds_name=check_datasource(ds_name),
+        environment=resolve_environment(environment),
+    )
 
 
 def resolve_app_name(app_name: str | None) -> str:

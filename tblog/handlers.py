@@ -115,13 +115,10 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
         schema: str = "tblog",
     ) -> None:
         super().__init__(level)
-        api_url, token = _config.swap_if_reversed(api_url, token)
-        resolved_url = _config.resolve_api_url(api_url)
-        resolved_token = _config.resolve_token(token)
-        self.app_name = _config.resolve_app_name(app_name)
-        self.ds_name = _config.check_datasource(ds_name)
+        target = _config.resolve_target(api_url, token, app_name, ds_name, environment)
+        self.app_name, self.ds_name = target.app_name, target.ds_name
+        self.environment = target.environment
         self.schema = _config.check_schema(schema)
-        self.environment = _config.resolve_environment(environment)
         self.options = _config.Options(
             batch_size=batch_size,
             flush_interval=flush_interval,
@@ -148,14 +145,14 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
         self._sender = get_sender()
         self._channel = Channel(
             self._sender,
-            api_url=resolved_url,
-            token=resolved_token,
+            api_url=target.api_url,
+            token=target.token,
             datasource=self.ds_name,
             options=self.options,
             encode=self._builder.encode,
             label=f"{self.app_name}:{self.ds_name}",
         )
-        self.api_url = resolved_url
+        self.api_url = target.api_url
         self._fmt_seen: logging.Formatter | None = None
         self._fmt_kind = 0
         self._closed = False

@@ -150,12 +150,9 @@ class TinybirdProcessor:
         ignore_loggers: Iterable[str] | str | None = None,
         max_event_bytes: int = 1024 * 1024,
     ) -> None:
-        api_url, token = _config.swap_if_reversed(api_url, token)
-        resolved_url = _config.resolve_api_url(api_url)
-        resolved_token = _config.resolve_token(token)
-        self.app_name = _config.resolve_app_name(app_name)
-        self.ds_name = _config.check_datasource(ds_name)
-        self.environment = _config.resolve_environment(environment)
+        target = _config.resolve_target(api_url, token, app_name, ds_name, environment)
+        self.app_name, self.ds_name = target.app_name, target.ds_name
+        self.environment = target.environment
         self.level = _level_number(level)
         self.options = _config.Options(
             batch_size=batch_size,
@@ -177,14 +174,14 @@ class TinybirdProcessor:
         self._sender = get_sender()
         self._channel = Channel(
             self._sender,
-            api_url=resolved_url,
-            token=resolved_token,
+            api_url=target.api_url,
+            token=target.token,
             datasource=self.ds_name,
             options=self.options,
             encode=self._encode,
             label=f"structlog:{self.app_name}:{self.ds_name}",
         )
-        self.api_url = resolved_url
+        self.api_url = target.api_url
         self.ignored = 0
         self.filtered = 0
         self._checked = False

@@ -185,6 +185,7 @@ def test_sdk_code_order_is_accepted_with_one_warning(events_api: EventsAPI) -> N
     try:
         assert handler.api_url == events_api.url
         assert all(events_api.token not in str(w.message) for w in caught)
+        assert caught[0].filename == __file__  # the warning points at the caller's line
     finally:
         handler.close()
 
