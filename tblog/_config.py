@@ -13,7 +13,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tblog._diag import warn_once
@@ -49,7 +49,19 @@ class Options:
     timeout: float = 10.0
     shutdown_timeout: float = 5.0
     max_event_bytes: int = 1024 * 1024
-    max_retries: int = 5
+    max_retries: int = 10
+    max_retry_time: float = 300.0
+    retry_base_delay: float = 0.5
+    retry_max_delay: float = 30.0
+    circuit_breaker_threshold: int = 5
+    circuit_breaker_reset: float = 30.0
+    spool_dir: str | None = None
+    max_spool_bytes: int = 256 * 1024 * 1024
+    verify: bool = True
+    ca_bundle: str | None = None
+    redact: bool = True
+    redact_keys: tuple[str, ...] = ()
+    redact_patterns: tuple[str, ...] = ()
     static_fields: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -81,8 +93,44 @@ class Options:
             raise TypeError("max_retries must be an int")
         if self.max_retries < 0:
             raise ValueError("max_retries must be >= 0")
+        _positive_number("max_retry_time", self.max_retry_time)
+        _positive_number("retry_base_delay", self.retry_base_delay)
+        _positive_number("retry_max_delay", self.retry_max_delay)
+        if self.retry_max_delay < self.retry_base_delay:
+            raise ValueError("retry_max_delay must be >= retry_base_delay")
+        _positive_int("circuit_breaker_threshold", self.circuit_breaker_threshold)
+        _positive_number("circuit_breaker_reset", self.circuit_breaker_reset)
+        _optional_str("spool_dir", self.spool_dir)
+        _positive_int("max_spool_bytes", self.max_spool_bytes)
+        _bool("verify", self.verify)
+        _optional_str("ca_bundle", self.ca_bundle)
+        _bool("redact", self.redact)
+        object.__setattr__(self, "redact_keys", str_tuple("redact_keys", self.redact_keys))
+        patterns = str_tuple("redact_patterns", self.redact_patterns)
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                message = f"redact_patterns: {pattern!r} is not a valid regex: {exc}"
+                raise ValueError(message) from None
+        object.__setattr__(self, "redact_patterns", patterns)
         if not isinstance(self.static_fields, Mapping):
             raise TypeError("static_fields must be a mapping of field names to values")
+
+
+def options_from(options: Mapping[str, Any]) -> Options:
+    """``Options`` from a producer's ``**options``, naming an unknown option in the error."""
+    known = {f.name for f in fields(Options)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {', '.join(map(repr, unknown))}; the options are "
+            + ", ".join(sorted(known))
+        )
+    values = dict(options)
+    if values.get("static_fields") is None:
+        values.pop("static_fields", None)
+    return Options(**values)
 
 
 def resolve_api_url(api_url: str | None) -> str:
@@ -242,6 +290,22 @@ def _non_negative_number(name: str, value: object) -> None:
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
     if not value >= 0:
         raise ValueError(f"{name} must be >= 0, not {value}")
+
+
+def _optional_str(name: str, value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise TypeError(f"{name} must be a non-empty str (a path) or None, not {value!r}")
+
+
+def str_tuple(name: str, value: object) -> tuple[str, ...]:
+    """A list (from YAML) or tuple of strings, or a single string, as a tuple."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise TypeError(f"{name} must be a list of non-empty strings, not {value!r}")
+    return tuple(value)
 
 
 def _bool(name: str, value: object) -> None:

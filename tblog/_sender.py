@@ -272,6 +272,7 @@ class Channel:
             gzipped=opts.gzip,
             wait=opts.wait,
             timeout=timeout,
+            verify=opts.ca_bundle or opts.verify,
         )
         with self.lock:
             self.last_status = result.status

@@ -134,41 +134,15 @@ class TinybirdProcessor:
         ds_name: str = "tb_logs",
         *,
         level: int | str = logging.NOTSET,
-        batch_size: int = 500,
-        flush_interval: float = 1.0,
-        max_buffer_size: int = 100_000,
-        max_buffer_bytes: int = 64 * 1024 * 1024,
-        max_batch_bytes: int = _config.MAX_REQUEST_BYTES,
-        drop_policy: str = "oldest",
-        gzip: bool = True,
-        wait: bool = False,
-        timeout: float = 10.0,
-        shutdown_timeout: float = 5.0,
-        max_retries: int = 5,
-        static_fields: Mapping[str, Any] | None = None,
         environment: str | None = None,
         ignore_loggers: Iterable[str] | str | None = None,
-        max_event_bytes: int = 1024 * 1024,
+        **options: Any,
     ) -> None:
         target = _config.resolve_target(api_url, token, app_name, ds_name, environment)
         self.app_name, self.ds_name = target.app_name, target.ds_name
         self.environment = target.environment
         self.level = _level_number(level)
-        self.options = _config.Options(
-            batch_size=batch_size,
-            flush_interval=flush_interval,
-            max_buffer_size=max_buffer_size,
-            max_buffer_bytes=max_buffer_bytes,
-            max_batch_bytes=max_batch_bytes,
-            drop_policy=drop_policy,
-            gzip=gzip,
-            wait=wait,
-            timeout=timeout,
-            shutdown_timeout=shutdown_timeout,
-            max_event_bytes=max_event_bytes,
-            max_retries=max_retries,
-            static_fields=static_fields if static_fields is not None else {},
-        )
+        self.options = _config.options_from(options)
         self._static = dict(self.options.static_fields)
         self._ignore = _config.ignored_prefixes(ignore_loggers)
         self._sender = get_sender()
