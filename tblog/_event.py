@@ -13,8 +13,10 @@ Tinybird Python SDK's handler, and then one NDJSON line within ``max_event_bytes
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import logging
+import os
 import random
 import socket
 import time
@@ -65,23 +67,21 @@ class ExcInfo(NamedTuple):
     stacktrace: str
 
 
-#: What the caller's thread hands to the sender for one record: a plain tuple, the cheapest
-#: container to build (a NamedTuple costs several times more on the hot path), holding
-#: ``(attrs, message, exc, trace_id, span_id, bound, formatted, formatter, shaped)``:
-#: ``formatted`` is formatter output made on the caller's thread, ``formatter`` a plain
-#: Formatter to apply on the sender thread, ``shaped`` says ``formatted`` is the event itself
-#: (a python-json-logger formatter made it).
-Snapshot = tuple[
-    dict[str, Any],
-    str,
-    "ExcInfo | None",
-    str,
-    str,
-    Mapping[str, Any],
-    "str | None",
-    "logging.Formatter | None",
-    bool,
-]
+#: What the caller's thread hands to the sender for one record: a copy of the record's
+#: ``__dict__`` with the message, the trace context and any formatter output added under
+#: private keys.  One container per record, not a tuple around a dict: buffered snapshots
+#: survive the garbage collector's young generation, and every surviving container brings
+#: the next collection closer, on the application's threads.
+Snapshot = dict[str, Any]
+
+# Private keys of a snapshot (underscored: never taken for ``extra=`` attributes).
+MSG_KEY = "_tblog_msg"  # the merged message
+TRACE_KEY = "_tblog_trace"  # trace id ("" when none)
+SPAN_KEY = "_tblog_span"  # span id ("" when none)
+BOUND_KEY = "_tblog_bound"  # bound fields (an immutable mapping)
+FMT_KEY = "_tblog_fmt"  # formatter output (str), or a plain Formatter to run on the sender
+SHAPED_KEY = "_tblog_shaped"  # True: FMT_KEY is the event itself (python-json-logger)
+_PRIVATE = 4  # private keys every snapshot has (MSG, TRACE, SPAN, BOUND)
 
 
 def get_message(record: logging.LogRecord) -> str:
@@ -124,43 +124,50 @@ def snapshot(
     record: logging.LogRecord,
     kind: int,
     formatter: logging.Formatter | None,
-) -> Snapshot:
-    """Copy what the event needs from ``record`` on the caller's thread; never mutates it."""
+) -> tuple[Snapshot, int]:
+    """Copy what the event needs from ``record`` on the caller's thread; never mutates it.
+
+    Returns the snapshot and a cheap estimate of its memory, for ``max_buffer_bytes``:
+    the copied attribute dict (~1.2 KB for a plain record), the strings around it, the
+    message, and ~100 bytes per extra attribute.
+    """
     attrs = record.__dict__.copy()
-    message = get_message(record)
-    exc = exc_of(record) if (record.exc_info or record.exc_text or EXC_ATTR in attrs) else None
-    if exc is not None:
-        attrs["exc_info"] = None  # release the traceback and its frames now
-        attrs["exc_text"] = exc.stacktrace
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - bad %-args must not lose the record
+        message = get_message(record)
+    size = _SNAPSHOT_OVERHEAD + len(message) + 100 * (len(attrs) - _BASE_ATTRS)
+    attrs[MSG_KEY] = message
+    if record.exc_info or record.exc_text or EXC_ATTR in attrs:
+        exc = exc_of(record)
+        if exc is not None:
+            attrs["exc_info"] = None  # release the traceback and its frames now
+            attrs["exc_text"] = exc.stacktrace
+            attrs[EXC_ATTR] = tuple(exc)
+            size += len(exc.stacktrace) + len(exc.message)
     carried = attrs.get(CTX_ATTR)
     if carried is not None:
-        trace_id, span_id, bound = carried
+        attrs[TRACE_KEY], attrs[SPAN_KEY], attrs[BOUND_KEY] = carried
     else:
-        trace_id, span_id, bound = context.capture()
-    formatted: str | None = None
+        attrs[TRACE_KEY], attrs[SPAN_KEY], attrs[BOUND_KEY] = context.capture()
     if kind == FMT_PLAIN:
-        pass  # a plain Formatter reads only the record: it runs on the sender thread, on the copy
+        # a plain Formatter reads only the record: it runs on the sender thread, on the copy
+        attrs[FMT_KEY] = formatter
     elif kind != FMT_NONE and formatter is not None:
         formatted = formatter.format(clone(record, attrs))
-        formatter = None
-    else:
-        formatter = None
-    return (attrs, message, exc, trace_id, span_id, bound, formatted, formatter, kind == FMT_JSON)
-
-
-def estimate_size(snap: Snapshot) -> int:
-    """A cheap estimate of the snapshot's memory, for the buffer's ``max_buffer_bytes`` bound."""
-    # What the snapshot holds in memory: the copied attribute dict (~1.2 KB for a plain
-    # record), the tuple and strings around it, the message, ~100 bytes per extra attribute.
-    size = _SNAPSHOT_OVERHEAD + len(snap[1]) + 100 * max(0, len(snap[0]) - _BASE_ATTRS)
-    exc = snap[2]
-    if exc is not None:
-        size += len(exc.stacktrace) + len(exc.message)
-    formatted = snap[6]
-    if formatted is not None:
+        attrs[FMT_KEY] = formatted
         size += len(formatted)
-    return size
+        if kind == FMT_JSON:
+            attrs[SHAPED_KEY] = True
+    return attrs, size
 
+
+#: What ``build`` assumes of a record that lacks an attribute LogRecord.__init__ sets.
+_RECORD_DEFAULTS: dict[str, Any] = {
+    "created": 0.0, "levelname": "NOTSET", "levelno": 0, "name": "", "process": 0,
+    "processName": "", "thread": 0, "threadName": "", "module": "", "funcName": "",
+    "lineno": 0, "pathname": "",
+}  # fmt: skip
 
 _ts_cache: dict[int, str] = {}
 
@@ -168,7 +175,7 @@ _ts_cache: dict[int, str] = {}
 def iso_utc(created: float) -> str:
     """``created`` as ISO-8601 UTC with microseconds, e.g. ``2026-01-31T12:00:00.123456Z``."""
     seconds = int(created)
-    micros = round((created - seconds) * 1_000_000)
+    micros = int((created - seconds) * 1_000_000 + 0.5)
     if micros >= 1_000_000:
         seconds, micros = seconds + 1, micros - 1_000_000
     prefix = _ts_cache.get(seconds)
@@ -179,18 +186,60 @@ def iso_utc(created: float) -> str:
     return f"{prefix}.{micros:06d}Z"
 
 
+class _EventIds:
+    """Unique version-4-shaped UUIDs, cheaply: 74 random bits per process, then a counter.
+
+    ``str(uuid.uuid4())`` costs about a microsecond, a large share of an event's encoding.
+    Here the random part is drawn once (and again in a forked child, which must not
+    repeat its parent's ids) and the low 48 bits count events, so ids never repeat within
+    a process and collide across processes only if two draw the same 74 random bits.
+    """
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        r = f"{random.SystemRandom().getrandbits(80):020x}"
+        variant = "89ab"[int(r[15], 16) & 3]
+        self.prefix = f"{r[:8]}-{r[8:12]}-4{r[12:15]}-{variant}{r[16:19]}-"
+        self.counter = itertools.count(random.getrandbits(40))
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+_ids = _EventIds()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ids.reseed)
+
+
 def new_event_id() -> str:
-    """A random (version 4) UUID as text, cheaper than ``str(uuid.uuid4())``."""
-    n = random.getrandbits(128)
-    n = (n & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48)
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A new event id: a version-4-shaped UUID, unique in this process (see ``_EventIds``)."""
+    return _ids.next()
+
+
+_extra_keys_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def extra_keys(attrs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names of the record's ``extra=`` attributes, in order (underscored ones left out).
+
+    Records from one call site share their attribute names, so the answer is cached by
+    the tuple of names (a hash of interned strings is cheaper than a set difference).
+    """
+    shape = tuple(attrs)
+    keys = _extra_keys_cache.get(shape)
+    if keys is None:
+        keys = tuple(k for k in shape if k not in STANDARD_ATTRS and k[:1] != "_")
+        if len(_extra_keys_cache) >= 1024:
+            _extra_keys_cache.clear()
+        _extra_keys_cache[shape] = keys
+    return keys
 
 
 def extras_of(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """The record's ``extra=`` attributes (underscore-prefixed ones are private, left out)."""
-    keys = attrs.keys() - STANDARD_ATTRS  # a C-level set difference: most records have few
-    return {k: attrs[k] for k in attrs if k in keys and k[:1] != "_"} if keys else {}
+    return {k: attrs[k] for k in extra_keys(attrs)}
 
 
 class EventBuilder:
@@ -213,8 +262,8 @@ class EventBuilder:
 
     def encode(self, snap: Snapshot) -> bytes | None:
         """One JSON line for ``snap`` (shrunk to ``max_event_bytes``), or None when impossible."""
-        if snap[8]:
-            line = self._json_formatter_line(snap[6] or "")
+        if SHAPED_KEY in snap:
+            line = self._json_formatter_line(snap[FMT_KEY] or "")
             if line is not None:
                 return line
         event = self.build(snap)
@@ -238,61 +287,65 @@ class EventBuilder:
 
     @staticmethod
     def formatted_message(snap: Snapshot) -> str | None:
-        attrs, message, _, _, _, _, formatted, formatter, _ = snap
-        if formatter is not None:
-            attrs = dict(attrs)
+        fmt = snap.get(FMT_KEY)
+        if isinstance(fmt, logging.Formatter):
+            message = snap[MSG_KEY]
+            attrs = dict(snap)
             attrs["msg"], attrs["args"], attrs["exc_info"] = message, None, None
             try:
-                return formatter.format(logging.makeLogRecord(attrs))
+                return fmt.format(logging.makeLogRecord(attrs))
             except Exception as exc:  # noqa: BLE001
                 return f"{message} [tblog: formatter failed: {type(exc).__name__}]"
-        return formatted
+        return fmt if isinstance(fmt, str) else None
 
     def build(self, snap: Snapshot) -> dict[str, Any]:
         if self.schema == "tinybird-python-sdk":
             return self._build_sdk(snap)
-        a, message, exc, trace_id, span_id, bound, _, _, _ = snap
-        event: dict[str, Any] = {
-            "timestamp": iso_utc(a["created"]),
-            "level": a["levelname"],
-            "level_no": a["levelno"],
-            "logger": a["name"],
-            "message": message,
-            "app_name": self.app_name,
-            "environment": self.environment,
-            "hostname": HOSTNAME,
-            "process_id": a.get("process") or 0,
-            "process_name": a.get("processName") or "",
-            "thread_id": a.get("thread") or 0,
-            "thread_name": a.get("threadName") or "",
-            "module": a.get("module") or "",
-            "func_name": a.get("funcName") or "",
-            "lineno": a.get("lineno") or 0,
-            "pathname": a.get("pathname") or "",
-            "trace_id": trace_id,
-            "span_id": span_id,
-            "event_id": new_event_id(),
-        }
-        if exc is not None:
-            event["exception"] = {
-                "type": exc.type,
-                "message": exc.message,
-                "stacktrace": exc.stacktrace,
+        a = snap
+        try:
+            event: dict[str, Any] = {
+                "timestamp": iso_utc(a["created"]),
+                "level": a["levelname"],
+                "level_no": a["levelno"] or 0,
+                "logger": a["name"],
+                "message": a[MSG_KEY],
+                "app_name": self.app_name,
+                "environment": self.environment,
+                "hostname": HOSTNAME,
+                "process_id": a["process"] or 0,
+                "process_name": a["processName"] or "",
+                "thread_id": a["thread"] or 0,
+                "thread_name": a["threadName"] or "",
+                "module": a["module"] or "",
+                "func_name": a["funcName"] or "",
+                "lineno": a["lineno"] or 0,
+                "pathname": a["pathname"] or "",
+                "trace_id": a[TRACE_KEY],
+                "span_id": a[SPAN_KEY],
+                "event_id": _ids.next(),
             }
+        except KeyError:  # a record built without LogRecord.__init__: fill in the blanks
+            return self.build({**_RECORD_DEFAULTS, **a})
+        exc = a.get(EXC_ATTR)
+        if exc is not None:
+            event["exception"] = {"type": exc[0], "message": exc[1], "stacktrace": exc[2]}
         if a.get("stack_info"):
             event["stack_info"] = a["stack_info"]
-        extra = extras_of(a)
+        keys = extra_keys(a)
+        extra = {k: a[k] for k in keys} if keys else {}
+        bound = a[BOUND_KEY]
         if bound or self.static_fields:
             extra = {**self.static_fields, **bound, **extra}
         event["extra"] = extra
-        formatted = self.formatted_message(snap)
-        if formatted is not None:
-            event["formatted_message"] = formatted
+        if FMT_KEY in a:
+            event["formatted_message"] = self.formatted_message(a)
         return event
 
     def _build_sdk(self, snap: Snapshot) -> dict[str, Any]:
         """The field names of the Tinybird Python SDK's ``TinybirdLoggingHandler``."""
-        a, message, exc, trace_id, span_id, bound, _, _, _ = snap
+        a = snap
+        message, trace_id, span_id = a[MSG_KEY], a[TRACE_KEY], a[SPAN_KEY]
+        exc = ExcInfo(*a[EXC_ATTR]) if a.get(EXC_ATTR) is not None else None
         created = a["created"]
         event: dict[str, Any] = dict(self.static_fields)
         event.update(
@@ -325,7 +378,7 @@ class EventBuilder:
             event["args"] = args if isinstance(args, Mapping) else list(args)
         if a.get("stack_info"):
             event["stack_info"] = a["stack_info"]
-        extra = {**bound, **extras_of(a)}
+        extra = {**a[BOUND_KEY], **extras_of(a)}
         if trace_id:
             extra.setdefault("trace_id", trace_id)
         if span_id:

@@ -180,11 +180,48 @@ def capture() -> tuple[str, str, Mapping[str, Any]]:
     and a valid span is current, that span's ids are the event's.
     """
     otel = sys.modules.get("opentelemetry.trace")
-    if otel is not None:
+    if otel is not None and _otel_span_may_be_current():
         ids = _otel_ids(otel)
         if ids is not None:
             return ids[0], ids[1], _bound.get()
     return _trace_id.get(), _span_id.get(), _bound.get()
+
+
+#: ``(ContextVar, key)`` where OpenTelemetry's default runtime context keeps the current span,
+#: found once; False when it keeps it elsewhere (then the public API is asked every time).
+_otel_slot: tuple[ContextVar[Any], str] | bool | None = None
+
+
+def _otel_span_may_be_current() -> bool:
+    """False only when OpenTelemetry's context surely holds no span (a quick contextvar read).
+
+    ``get_current_span()`` goes through several layers of OpenTelemetry's API, a cost every
+    logging call would pay in any process that merely imports OpenTelemetry.
+    """
+    global _otel_slot  # resolved once, then read on the hot path
+    slot = _otel_slot
+    if slot is None:
+        slot = _otel_slot = _find_otel_slot()
+    if not isinstance(slot, tuple):
+        return True
+    var, key = slot
+    try:
+        return var.get().get(key) is not None
+    except Exception:  # noqa: BLE001 - an unexpected context object: ask the public API
+        return True
+
+
+def _find_otel_slot() -> tuple[ContextVar[Any], str] | bool:
+    try:
+        from opentelemetry import context as otel_context  # noqa: PLC0415
+        from opentelemetry.trace.propagation import _SPAN_KEY  # noqa: PLC0415
+    except Exception:  # noqa: BLE001
+        return False
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    if isinstance(var, ContextVar) and isinstance(_SPAN_KEY, str):
+        return var, _SPAN_KEY
+    return False
 
 
 def otel_ids() -> tuple[str, str] | None:

@@ -32,7 +32,6 @@ from tblog._event import (
     EXC_ATTR,
     EventBuilder,
     clone,
-    estimate_size,
     exc_of,
     extras_of,
     formatter_kind,
@@ -69,13 +68,14 @@ class _Filtering:
     def _refuses(self, record: logging.LogRecord, ident: int) -> bool:
         if ident in _busy or ident == get_sender().thread_ident:
             return True
-        name = record.name
-        refused = self._ignore_cache.get(name)
-        if refused is None:
-            refused = any(name == p or name.startswith(p + ".") for p in self._ignore)
-            if len(self._ignore_cache) >= _IGNORE_CACHE_MAX:
-                self._ignore_cache.clear()
-            self._ignore_cache[name] = refused
+        refused = self._ignore_cache.get(record.name)
+        return self._refused_name(record.name) if refused is None else refused
+
+    def _refused_name(self, name: str) -> bool:
+        refused = any(name == p or name.startswith(p + ".") for p in self._ignore)
+        if len(self._ignore_cache) >= _IGNORE_CACHE_MAX:
+            self._ignore_cache.clear()
+        self._ignore_cache[name] = refused
         return refused
 
 
@@ -192,6 +192,9 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
 
     def handle(self, record: logging.LogRecord) -> Any:
         """Filter and emit without taking the handler's lock: ``emit`` is thread-safe."""
+        if not self.filters:
+            self.emit(record)
+            return True
         rv: Any = self.filter(record)
         if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a new record
             record = rv
@@ -202,7 +205,13 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             ident = threading.get_ident()
-            if self._refuses(record, ident):
+            if ident in _busy or ident == self._sender.thread_ident:
+                self.ignored += 1
+                return
+            refused = self._ignore_cache.get(record.name)
+            if refused is None:
+                refused = self._refused_name(record.name)
+            if refused:
                 self.ignored += 1
                 return
             if self._closed:
@@ -214,10 +223,10 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
                 self._fmt_seen = formatter
             _busy.add(ident)
             try:
-                snap = snapshot(record, self._fmt_kind, formatter)
+                snap, size = snapshot(record, self._fmt_kind, formatter)
             finally:
                 _busy.discard(ident)
-            self._channel.put(snap, estimate_size(snap), record.process)
+            self._channel.put(snap, size, record.process)
         except Exception:  # noqa: BLE001 - never raise into the application
             self.handleError(record)
 

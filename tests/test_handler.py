@@ -264,3 +264,27 @@ def test_a_batch_closes_at_the_byte_cap(
     assert len(events_api.rows()) == 20
     sizes = [len(r.body) for r in events_api.requests]
     assert len(sizes) >= 2 and max(sizes) <= 20_000
+
+
+def test_records_of_many_shapes_keep_their_own_extras(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    handler = make_handler()
+    logger.addHandler(handler)
+    logger.info("a", extra={"x": 1})
+    logger.info("b", extra={"y": 2, "_private": 3})
+    logger.info("c")
+    logger.info("d", extra={"x": 4})
+    # a record built without LogRecord.__init__'s attributes still becomes a valid event
+    bare = logging.makeLogRecord({"msg": "e", "name": logger.name, "custom": 5})
+    for attr in ("processName", "threadName", "funcName"):
+        delattr(bare, attr)
+    handler.handle(bare)
+    assert handler.flush(5)
+    rows = {r["message"]: r for r in events_api.rows()}
+    assert {m: r["extra"] for m, r in rows.items()} == {
+        "a": {"x": 1}, "b": {"y": 2}, "c": {}, "d": {"x": 4}, "e": {"custom": 5},
+    }  # fmt: skip
+    assert rows["e"]["process_name"] == "" and rows["e"]["func_name"] == ""
+    assert len({r["event_id"] for r in rows.values()}) == 5
+    assert events_api.quarantine["tb_logs"] == []

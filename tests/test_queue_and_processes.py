@@ -164,3 +164,26 @@ def test_pid_check_covers_a_fork_without_hooks(
         "child after raw fork",
         "parent buffered",
     ]
+
+
+@fork_only
+def test_a_forked_child_never_repeats_its_parents_event_ids() -> None:
+    from tblog._event import new_event_id
+
+    parent = [new_event_id() for _ in range(3)]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write_end, " ".join(new_event_id() for _ in range(3)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with os.fdopen(read_end) as f:
+        child = f.read().split()
+    later = [new_event_id() for _ in range(3)]
+    assert len(set(parent + child + later)) == 9
+    # the child drew its own random part: not merely the parent's counter run on
+    assert {i.rsplit("-", 1)[0] for i in child}.isdisjoint(i.rsplit("-", 1)[0] for i in parent)
