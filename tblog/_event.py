@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 from tblog import context
 from tblog._encode import dumps, shrink_event, to_text
+from tblog._redact import Redactor
 
 # Attributes every LogRecord has (plus the ones formatters add, and tblog's own
 # carriers for the queue path): anything else in ``record.__dict__`` is an extra.
@@ -169,6 +170,9 @@ _RECORD_DEFAULTS: dict[str, Any] = {
     "lineno": 0, "pathname": "",
 }  # fmt: skip
 
+#: Fields a JSON formatter's event keeps as they are under redaction.
+_ID_FIELDS = frozenset(("trace_id", "span_id", "event_id", "timestamp", "created", "asctime"))
+
 _ts_cache: dict[int, str] = {}
 
 
@@ -253,7 +257,9 @@ class EventBuilder:
         schema: str,
         static_fields: Mapping[str, Any],
         max_event_bytes: int,
+        redactor: Redactor | None = None,
     ) -> None:
+        self.redactor = redactor
         self.app_name = app_name
         self.environment = environment
         self.schema = schema
@@ -267,6 +273,8 @@ class EventBuilder:
             if line is not None:
                 return line
         event = self.build(snap)
+        if self.redactor is not None:
+            event = self.redactor.event(event)
         line = dumps(event)
         if len(line) > self.max_event_bytes:
             return shrink_event(event, line, self.max_event_bytes)
@@ -274,16 +282,29 @@ class EventBuilder:
 
     def _json_formatter_line(self, text: str) -> bytes | None:
         """A python-json-logger formatter shaped the event: ship its fields as they are."""
-        if "\n" in text:
-            return None  # an indenting formatter: re-encode below as one line
+        if "\n" in text or self.redactor is not None:
+            # an indenting formatter, or redaction: the event is re-encoded below as one line
+            return self._reencoded(text)
         line = text.encode("utf-8", "replace")
-        if len(line) <= self.max_event_bytes:
-            return line
+        return line if len(line) <= self.max_event_bytes else self._reencoded(text)
+
+    def _reencoded(self, text: str) -> bytes | None:
+        """A JSON formatter's output parsed, redacted and encoded as one line (None: not JSON)."""
         try:
             event = json.loads(text)
         except ValueError:
             return None
-        return shrink_event(event, line, self.max_event_bytes) if isinstance(event, dict) else None
+        if not isinstance(event, dict):
+            return None
+        if self.redactor is not None:
+            scrubbed = self.redactor.mapping(event)
+            for key in _ID_FIELDS & event.keys():  # ids and times are not secrets
+                scrubbed[key] = event[key]
+            event = scrubbed
+        line = dumps(event)
+        if len(line) <= self.max_event_bytes:
+            return line
+        return shrink_event(event, line, self.max_event_bytes)
 
     @staticmethod
     def formatted_message(snap: Snapshot) -> str | None:

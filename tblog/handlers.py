@@ -38,6 +38,7 @@ from tblog._event import (
     get_message,
     snapshot,
 )
+from tblog._redact import build_redactor
 from tblog._sender import Channel, get_sender, holds_logging_lock
 
 __all__ = ["TinybirdLoggingHandler", "TinybirdLoggingQueueHandler", "TinybirdQueueListener"]
@@ -165,6 +166,9 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
             schema=self.schema,
             static_fields=self.options.static_fields,
             max_event_bytes=self.options.max_event_bytes,
+            redactor=build_redactor(
+                self.options.redact, self.options.redact_keys, self.options.redact_patterns
+            ),
         )
         self._sender = get_sender()
         self._channel = Channel(

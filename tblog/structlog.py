@@ -44,6 +44,7 @@ from tblog._event import (
     iso_utc,
     new_event_id,
 )
+from tblog._redact import build_redactor
 from tblog._sender import Channel, get_sender, holds_logging_lock
 
 try:
@@ -144,6 +145,8 @@ class TinybirdProcessor:
         self.level = _level_number(level)
         self.options = _config.options_from(options)
         self._static = dict(self.options.static_fields)
+        opts = self.options
+        self._redactor = build_redactor(opts.redact, opts.redact_keys, opts.redact_patterns)
         self._ignore = _config.ignored_prefixes(ignore_loggers)
         self._sender = get_sender()
         self._channel = Channel(
@@ -246,6 +249,8 @@ class TinybirdProcessor:
 
     def _encode(self, snap: _Snap) -> bytes | None:
         event = self.build(snap)
+        if self._redactor is not None:
+            event = self._redactor.event(event)
         line = dumps(event)
         if len(line) > self.options.max_event_bytes:
             return shrink_event(event, line, self.options.max_event_bytes)
