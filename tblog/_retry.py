@@ -18,8 +18,14 @@ def backoff(attempt: int, *, base: float = BASE_DELAY, cap: float = MAX_DELAY) -
     return float(delay / 2 + random.uniform(0, delay / 2))
 
 
-def retry_delay(attempt: int, server_hint: float | None, *, cap: float = MAX_DELAY) -> float:
+def retry_delay(
+    attempt: int,
+    server_hint: float | None,
+    *,
+    base: float = BASE_DELAY,
+    cap: float = MAX_DELAY,
+) -> float:
     """The server's ``Retry-After``/``X-RateLimit-Reset`` wins when given (bounded by ``cap``*2)."""
     if server_hint is not None:
         return min(max(server_hint, 0.0), cap * 2)
-    return backoff(attempt, cap=cap)
+    return backoff(attempt, base=base, cap=cap)

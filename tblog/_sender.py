@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from tblog import _diag
+from tblog._breaker import CircuitBreaker, Pacer
 from tblog._config import Options
 from tblog._encode import gzip_bytes
 from tblog._retry import retry_delay
@@ -61,11 +62,12 @@ def holds_logging_lock() -> bool:
 class Batch:
     """Encoded events for one request; retried as a unit (the body is built once)."""
 
-    __slots__ = ("_body", "attempts", "lines")
+    __slots__ = ("_body", "attempts", "first_try", "lines")
 
     def __init__(self, lines: list[bytes]) -> None:
         self.lines = lines
-        self.attempts = 0
+        self.attempts = 0  # failed attempts that count against max_retries (not 429s)
+        self.first_try = 0.0  # monotonic time of the first attempt (0: not tried yet)
         self._body: bytes | None = None
 
     @property
@@ -104,6 +106,7 @@ class Channel:
         self.options = options
         self.encode = encode
         self.label = label or datasource
+        self.key = (api_url, datasource)
         self.closed = False
         self._init_state()
         sender.register(self)
@@ -128,8 +131,14 @@ class Channel:
         self.dropped: dict[str, int] = {}
         self.successful_rows = 0
         self.quarantined_rows = 0
+        self.rate_limited = 0  # 429 answers
+        self.paced = 0  # times X-RateLimit-Remaining: 0 held the next request
+        self.unconfirmed = 0  # wait=True, yet answered 202 (accepted, not confirmed written)
         self.last_error = ""
         self.last_status = 0
+        self.breaker = CircuitBreaker(
+            self.options.circuit_breaker_threshold, self.options.circuit_breaker_reset
+        )
 
     def __repr__(self) -> str:
         return f"<tblog Channel {self.label!r} -> {self.api_url} datasource={self.datasource!r}>"
@@ -243,19 +252,32 @@ class Channel:
                 self._take(now)
             elif now >= self.next_flush:
                 self.next_flush = now + opts.flush_interval
-        if self.pending and now >= self.retry_at:
+        if self.pending:
+            ready = self.ready_at(now)
+            if now < ready:
+                return ready
             self._attempt(now, transport, closing, deadline)
             return (
                 time.monotonic()
                 if (self.pending or len(self.buf) >= opts.batch_size)
                 else (self.next_flush)
             )
-        if self.pending:
-            return self.retry_at
         n = len(self.buf)
         if n >= opts.batch_size or (n and self.flush_upto > self.enqueued - n):
             return now
         return self.next_flush
+
+    def ready_at(self, now: float) -> float:
+        """When the next request may go: after a backoff, an open circuit, a rate-limit hold."""
+        return max(
+            self.retry_at, self.breaker.ready_at(now), self.sender.pacer.ready_at(self.key, now)
+        )
+
+    def hurry(self) -> None:
+        """``flush()``/``close()``/exit: end a backoff or pacing wait, let an open circuit probe."""
+        self.retry_at = 0.0
+        self.breaker.probe_now()
+        self.sender.pacer.release(self.key)
 
     def _attempt(self, now: float, transport: Transport, closing: bool, deadline: float) -> None:
         opts = self.options
@@ -264,6 +286,9 @@ class Channel:
         if closing:
             timeout = max(0.05, min(timeout, deadline - now))
         body = batch.body(opts.gzip)
+        if not batch.first_try:
+            batch.first_try = now
+        self.breaker.before_request(now)
         result = transport.post(
             api_url=self.api_url,
             token=self._token,
@@ -274,42 +299,35 @@ class Channel:
             timeout=timeout,
             verify=opts.ca_bundle or opts.verify,
         )
+        after = time.monotonic()
+        if self.sender.pacer.observe(self.key, after, result.rate_remaining, result.rate_reset):
+            self.paced += 1
         with self.lock:
             self.last_status = result.status
         if result.action == OK:
+            self.breaker.success()
             self.pending.popleft()
             with self.lock:
                 self.settled += batch.count
                 self.sent += batch.count
                 self.batches += 1
                 self.bytes_sent += len(body)
+                if opts.wait and result.status == 202:
+                    self.unconfirmed += batch.count
                 if result.successful_rows is not None:
                     self.successful_rows += result.successful_rows
                 if result.quarantined_rows:
                     self.quarantined_rows += result.quarantined_rows
             if result.quarantined_rows:
-                _diag.warn_once(
-                    f"quarantine:{self.api_url}:{self.datasource}",
-                    "tblog: Tinybird quarantined %d rows of datasource %r; see the "
-                    "%s_quarantine datasource for the rows and the reason",
-                    result.quarantined_rows, self.datasource, self.datasource,
-                )  # fmt: skip
+                self._warn_quarantine(result.quarantined_rows)
             return
         with self.lock:
             self.last_error = result.error
         if result.action == RETRY:
-            batch.attempts += 1
-            if batch.attempts > opts.max_retries:
-                self.pending.popleft()
-                self._settle(batch.count, lost=True, reason=result.reason or "retries_exhausted")
-                self._warn(result, f"gave up after {batch.attempts} attempts; dropped")
-                return
-            with self.lock:
-                self.retries += 1
-            self.retry_at = now + retry_delay(batch.attempts, result.retry_after)
-            self._warn(result, "will retry", level=logging.INFO)
+            self._retry_later(batch, result, now, after)
             return
         if result.action == SPLIT:
+            self.breaker.success()
             self.pending.popleft()
             if batch.count == 1:
                 self._settle(1, lost=True, reason="too_large")
@@ -320,9 +338,68 @@ class Channel:
             self.pending.appendleft(first)
             return
         assert result.action == DROP
+        self.breaker.success()  # the server answered: it is up, this batch is what it refuses
         self.pending.popleft()
         self._settle(batch.count, lost=True, reason=result.reason)
-        self._warn(result, f"dropped {batch.count} events (not retried)", level=logging.ERROR)
+        with self.lock:
+            if result.successful_rows:  # a 422 says how much of the batch it did ingest
+                self.successful_rows += result.successful_rows
+            if result.quarantined_rows:
+                self.quarantined_rows += result.quarantined_rows
+        _diag.diag(
+            logging.ERROR, f"drop:{self.label}:{result.status}",
+            "tblog: %s; dropped %d events (not retried)", result.error, batch.count,
+            interval=float("inf"),
+        )  # fmt: skip
+        _diag.diag(
+            logging.DEBUG, f"drop-again:{self.label}:{result.status}",
+            "tblog: HTTP %d again from %s; dropped %d more events", result.status,
+            self.datasource, batch.count,
+        )  # fmt: skip
+
+    def _retry_later(self, batch: Batch, result: Result, now: float, after: float) -> None:
+        """A retryable answer: back off (or wait as told), or give up past the batch's bounds."""
+        opts = self.options
+        if result.status == 429:
+            # Rate limited: the server is up. Wait as it says; not a failed attempt.
+            self.breaker.success()
+            with self.lock:
+                self.rate_limited += 1
+        else:
+            batch.attempts += 1
+            if self.breaker.failure(after):
+                _diag.diag(
+                    logging.WARNING, f"circuit:{self.label}",
+                    "tblog: %d consecutive failed requests to %s (%s); pausing delivery for "
+                    "%.0fs, events keep buffering", self.breaker.failures, self.datasource,
+                    result.error, opts.circuit_breaker_reset,
+                )  # fmt: skip
+        elapsed = after - batch.first_try
+        if batch.attempts > opts.max_retries or elapsed >= opts.max_retry_time:
+            self.pending.popleft()
+            self._settle(batch.count, lost=True, reason=result.reason or "retries_exhausted")
+            self._warn(
+                result,
+                f"gave up after {batch.attempts} failed attempts in {elapsed:.0f}s; dropped "
+                f"{batch.count} events",
+            )
+            return
+        with self.lock:
+            self.retries += 1
+        delay = retry_delay(
+            max(1, batch.attempts), result.retry_after,
+            base=opts.retry_base_delay, cap=opts.retry_max_delay,
+        )  # fmt: skip
+        self.retry_at = after + min(delay, max(0.0, opts.max_retry_time - elapsed))
+        self._warn(result, "will retry", level=logging.INFO)
+
+    def _warn_quarantine(self, rows: int) -> None:
+        _diag.warn_once(
+            f"quarantine:{self.api_url}:{self.datasource}",
+            "tblog: Tinybird quarantined %d rows of datasource %r; see the "
+            "%s_quarantine datasource for the rows and the reason",
+            rows, self.datasource, self.datasource,
+        )  # fmt: skip
 
     def _warn(self, result: Result, what: str, level: int = logging.WARNING) -> None:
         _diag.diag(level, f"send:{self.label}:{result.reason}", "tblog: %s; %s", result.error, what)
@@ -358,6 +435,11 @@ class Channel:
                 "queue_bytes": self.buf_bytes,
                 "successful_rows": self.successful_rows,
                 "quarantined_rows": self.quarantined_rows,
+                "rate_limited": self.rate_limited,
+                "paced": self.paced,
+                "unconfirmed": self.unconfirmed,
+                "circuit_state": self.breaker.state,
+                "circuit_trips": self.breaker.trips,
                 "last_status": self.last_status,
                 "last_error": self.last_error,
             }
@@ -369,6 +451,7 @@ class Sender:
     def __init__(self) -> None:
         self.channels: list[Channel] = []
         self.transport = Transport()
+        self.pacer = Pacer()
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -459,7 +542,7 @@ class Sender:
             with ch.lock:
                 marks.append((ch, ch.enqueued, ch.lost))
                 ch.flush_upto = max(ch.flush_upto, ch.enqueued)
-            ch.retry_at = 0.0  # end a backoff wait early
+            ch.hurry()  # end a backoff or pacing wait early; an open circuit may probe
         if timeout is None and (self.stopping or holds_logging_lock()):
             # logging.shutdown after our exit hook, or dictConfig: never wait unboundedly
             timeout = max((ch.options.shutdown_timeout for ch in targets), default=0.0)
@@ -532,6 +615,7 @@ class Sender:
         """Fresh locks, no thread, empty buffers and a new pool; the parent sends its own."""
         self._init_runtime()
         self.transport.reset()
+        self.pacer.reset()
         _diag.reset_after_fork()
         self.channels = [ch for ch in self.channels if not ch.closed]
         for ch in self.channels:

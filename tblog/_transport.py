@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import http.client
 import json
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from tblog import _diag
 from tblog._version import __version__
 
 USER_AGENT = f"tblog/{__version__}"
@@ -91,6 +93,7 @@ class Transport:
 
     def __init__(self) -> None:
         self._session: requests.Session | None = None
+        self.stale_retries = 0  # requests resent at once on a stale pooled connection
 
     def session(self) -> requests.Session:
         if self._session is None:
@@ -135,22 +138,58 @@ class Transport:
         params = {"name": datasource}
         if wait:
             params["wait"] = "true"
-        try:
-            response = self.session().post(
-                f"{api_url}/v0/events",
-                params=params,
-                data=body,
-                headers=headers,
-                timeout=(min(timeout, 10.0), timeout),
-                verify=verify,
+        if verify is False:
+            _diag.warn_once(
+                "tls-verify-off",
+                "tblog: TLS certificate verification is off (verify=False); the token "
+                "could be sent to an impostor. Prefer ca_bundle=<path>",
             )
-        except requests.Timeout:
-            return Result(RETRY, reason="timeout", error=f"timed out after {timeout:g}s")
-        except requests.ConnectionError as exc:
-            return Result(RETRY, reason="network", error=_network_error(exc))
-        except Exception as exc:  # noqa: BLE001 - any client failure is a retryable network error
-            return Result(RETRY, reason="network", error=f"{type(exc).__name__}")
-        return classify(response, datasource, api_url)
+        for attempt in (1, 2):
+            try:
+                response = self.session().post(
+                    f"{api_url}/v0/events",
+                    params=params,
+                    data=body,
+                    headers=headers,
+                    timeout=(min(timeout, 10.0), timeout),
+                    verify=verify,
+                )
+            except requests.Timeout:
+                return Result(RETRY, reason="timeout", error=f"timed out after {timeout:g}s")
+            except requests.ConnectionError as exc:
+                if attempt == 1 and _stale_connection(exc):
+                    self.stale_retries += 1
+                    continue  # a pooled keep-alive connection the server had closed: once more
+                return Result(RETRY, reason="network", error=_network_error(exc))
+            except Exception as exc:  # noqa: BLE001 - any client failure is a retryable network error
+                return Result(RETRY, reason="network", error=f"{type(exc).__name__}")
+            return classify(response, datasource, api_url)
+        return Result(RETRY, reason="network", error="connection error")  # pragma: no cover
+
+
+def _stale_connection(exc: BaseException) -> bool:
+    """The server closed a reused connection before answering (nothing was processed).
+
+    requests wraps urllib3's ``ProtocolError("Connection aborted.", RemoteDisconnected(...))``;
+    the wrapped exceptions are searched through ``args``, ``__cause__`` and ``__context__``.
+    Connection refused or a name that does not resolve are not stale connections: those are
+    retried with backoff like any outage.
+    """
+    todo: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while todo and len(seen) < 16:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, _STALE):
+            return True
+        nested = [*current.args, current.__cause__, current.__context__]
+        todo.extend(e for e in nested if isinstance(e, BaseException))
+    return False
+
+
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 def _network_error(exc: Exception) -> str:
