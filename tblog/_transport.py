@@ -208,6 +208,13 @@ def _network_error(exc: Exception) -> str:
     return f"connection error: {type(exc).__name__}"
 
 
+def _row_counts(result: Result) -> None:
+    ok_rows = result.body.get("successful_rows")
+    bad_rows = result.body.get("quarantined_rows")
+    result.successful_rows = ok_rows if isinstance(ok_rows, int) else None
+    result.quarantined_rows = bad_rows if isinstance(bad_rows, int) else None
+
+
 def classify(response: requests.Response, datasource: str, api_url: str) -> Result:
     """What the Events API's answer means for the batch that was sent."""
     status = response.status_code
@@ -226,12 +233,10 @@ def classify(response: requests.Response, datasource: str, api_url: str) -> Resu
             body = {}
         result.action = OK
         result.body = body if isinstance(body, dict) else {}
-        ok_rows = result.body.get("successful_rows")
-        bad_rows = result.body.get("quarantined_rows")
-        result.successful_rows = ok_rows if isinstance(ok_rows, int) else None
-        result.quarantined_rows = bad_rows if isinstance(bad_rows, int) else None
+        _row_counts(result)
         return result
     text, result.body = _error_text(response)
+    _row_counts(result)  # a 422 (partially ingested) says how many rows it took
     result.reason = f"http_{status}"
     if status in RETRYABLE_STATUS:
         result.action = RETRY

@@ -112,6 +112,7 @@ class Fault:
     delay: float = 0.0  # seconds before answering
     reset: bool = False  # close the connection without an answer
     accept: bool = False  # store the rows even though the status is an error
+    close_after: bool = False  # answer normally, then drop the kept-alive connection silently
 
 
 @dataclass
@@ -202,6 +203,16 @@ class EventsAPI:
             fault = self.fault(req)
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
+        if fault is not None and fault.close_after:
+            status, answer = self._ingest(req, store=True)
+            req.status = status
+            with self.lock:
+                self.requests.append(req)
+            self._reply(h, status, answer, fault.headers)
+            h.close_connection = True  # no "Connection: close": the client keeps it pooled
+            with contextlib.suppress(OSError):
+                h.connection.shutdown(socket.SHUT_RDWR)
+            return
         if fault is not None and fault.reset:
             with self.lock:
                 self.requests.append(req)
