@@ -39,6 +39,7 @@ from tblog._breaker import CircuitBreaker, Pacer
 from tblog._config import Options
 from tblog._encode import gzip_bytes
 from tblog._retry import retry_delay
+from tblog._spool import Segment, Spool
 from tblog._transport import DROP, OK, RETRY, SPLIT, Result, Transport
 
 Encoder = Callable[[Any], "bytes | None"]
@@ -62,10 +63,11 @@ def holds_logging_lock() -> bool:
 class Batch:
     """Encoded events for one request; retried as a unit (the body is built once)."""
 
-    __slots__ = ("_body", "attempts", "first_try", "lines")
+    __slots__ = ("_body", "attempts", "first_try", "lines", "segment")
 
-    def __init__(self, lines: list[bytes]) -> None:
+    def __init__(self, lines: list[bytes], segment: Segment | None = None) -> None:
         self.lines = lines
+        self.segment = segment  # replayed from this spool segment
         self.attempts = 0  # failed attempts that count against max_retries (not 429s)
         self.first_try = 0.0  # monotonic time of the first attempt (0: not tried yet)
         self._body: bytes | None = None
@@ -139,6 +141,16 @@ class Channel:
         self.breaker = CircuitBreaker(
             self.options.circuit_breaker_threshold, self.options.circuit_breaker_reset
         )
+        opts = self.options
+        self.spool = (
+            Spool(opts.spool_dir, self.api_url, self.datasource, opts.max_spool_bytes)
+            if opts.spool_dir
+            else None
+        )
+        self.spooled = 0  # events this channel wrote to the spool
+        self.spool_replayed = 0  # events delivered from the spool (any process's)
+        self.on_disk = 0  # events this channel spooled that are not delivered yet
+        self._own: dict[str, int] = {}  # this channel's segments on disk: name -> events
 
     def __repr__(self) -> str:
         return f"<tblog Channel {self.label!r} -> {self.api_url} datasource={self.datasource!r}>"
@@ -241,6 +253,8 @@ class Channel:
     def service(self, now: float, transport: Transport, closing: bool, deadline: float) -> float:
         """Do at most one request for this channel; return when it next needs attention."""
         opts = self.options
+        if not self.pending and self.spool is not None and now >= self.ready_at(now):
+            self._replay_next()
         if not self.pending:
             n = len(self.buf)
             if n and (
@@ -255,6 +269,8 @@ class Channel:
         if self.pending:
             ready = self.ready_at(now)
             if now < ready:
+                if self.spool is not None and self.spool.enabled:
+                    self._spool_while_waiting(now)
                 return ready
             self._attempt(now, transport, closing, deadline)
             return (
@@ -278,6 +294,91 @@ class Channel:
         self.retry_at = 0.0
         self.breaker.probe_now()
         self.sender.pacer.release(self.key)
+
+    # -- the spool (sender thread) ------------------------------------------------------
+
+    def _to_spool(self, batch: Batch) -> bool:
+        """Write a batch to the spool; True when it is on disk (then it is off our hands)."""
+        assert self.spool is not None
+        name, evicted = self.spool.write(batch.lines)
+        self._forget_segments(evicted, "spool_full")
+        if name is None:
+            return False
+        with self.lock:
+            self.settled += batch.count
+            self.spooled += batch.count
+            self.on_disk += batch.count
+        self._own[name] = batch.count
+        return True
+
+    def _forget_segments(self, gone: list[tuple[str, int]], reason: str) -> None:
+        """Segments deleted without delivery: count their events as dropped."""
+        for name, count in gone:
+            own = self._own.pop(name, None)
+            with self.lock:
+                self.dropped[reason] = self.dropped.get(reason, 0) + count
+                self.lost += count
+                if own is not None:
+                    self.on_disk -= own
+
+    def _spool_while_waiting(self, now: float) -> None:
+        """In a backoff, an open circuit or a rate-limit hold: put batches on disk, not in RAM."""
+        opts = self.options
+        kept: deque[Batch] = deque()
+        while self.pending:
+            batch = self.pending.popleft()
+            if batch.segment is not None or not self._to_spool(batch):
+                kept.append(batch)
+        self.pending = kept
+        while len(self.buf) >= max(opts.batch_size, opts.max_buffer_size // 2) or (
+            self.buf and self.buf_bytes >= opts.max_buffer_bytes // 2
+        ):
+            self._take(now)
+            while self.pending and self.pending[-1].segment is None:
+                batch = self.pending.pop()
+                if not self._to_spool(batch):
+                    self.pending.append(batch)
+                    return
+
+    def _replay_next(self) -> None:
+        """Load the oldest spooled segment as the next batch to send."""
+        assert self.spool is not None
+        if not self.spool.may_have_segments():
+            return
+        segment, corrupt = self.spool.claim()
+        self._forget_segments(corrupt, "spool_corrupt")
+        if segment is not None:
+            self.pending.append(Batch(segment.lines, segment))
+
+    def _segment_settled(self, batch: Batch, *, delivered: bool, reason: str = "") -> None:
+        """A replayed segment is off the disk: delivered, or refused for good."""
+        assert self.spool is not None
+        assert batch.segment is not None
+        self.spool.done(batch.segment)
+        own = self._own.pop(batch.segment.name, None)
+        with self.lock:
+            if own is not None:
+                self.on_disk -= own
+            if delivered:
+                self.spool_replayed += batch.count
+            else:
+                self.dropped[reason] = self.dropped.get(reason, 0) + batch.count
+                self.lost += batch.count
+
+    def spool_remaining(self) -> None:
+        """At exit: what could not be delivered in time goes to the spool (when there is one)."""
+        if self.spool is None or not self.spool.enabled:
+            return
+        now = time.monotonic()
+        while self.buf:
+            self._take(now)
+        for batch in list(self.pending):
+            self.pending.popleft()
+            if batch.segment is not None:
+                self.spool.release(batch.segment)
+            elif not self._to_spool(batch):
+                self.pending.appendleft(batch)
+                return
 
     def _attempt(self, now: float, transport: Transport, closing: bool, deadline: float) -> None:
         opts = self.options
@@ -307,8 +408,11 @@ class Channel:
         if result.action == OK:
             self.breaker.success()
             self.pending.popleft()
+            if batch.segment is not None:
+                self._segment_settled(batch, delivered=True)
             with self.lock:
-                self.settled += batch.count
+                if batch.segment is None:
+                    self.settled += batch.count
                 self.sent += batch.count
                 self.batches += 1
                 self.bytes_sent += len(body)
@@ -329,8 +433,21 @@ class Channel:
         if result.action == SPLIT:
             self.breaker.success()
             self.pending.popleft()
+            if batch.segment is not None and batch.count > 1:
+                assert self.spool is not None
+                own = self._own.pop(batch.segment.name, None)
+                halves = self.spool.split(batch.segment)
+                if halves is not None and own is not None:
+                    mid = batch.count // 2
+                    self._own[halves[0]], self._own[halves[1]] = mid, batch.count - mid
+                elif own is not None:
+                    self._own[batch.segment.name] = own
+                return
             if batch.count == 1:
-                self._settle(1, lost=True, reason="too_large")
+                if batch.segment is not None:
+                    self._segment_settled(batch, delivered=False, reason="too_large")
+                else:
+                    self._settle(1, lost=True, reason="too_large")
                 self._warn(result, "a single event is too large for Tinybird; dropped")
                 return
             first, second = batch.halves()
@@ -340,7 +457,10 @@ class Channel:
         assert result.action == DROP
         self.breaker.success()  # the server answered: it is up, this batch is what it refuses
         self.pending.popleft()
-        self._settle(batch.count, lost=True, reason=result.reason)
+        if batch.segment is not None:
+            self._segment_settled(batch, delivered=False, reason=result.reason)
+        else:
+            self._settle(batch.count, lost=True, reason=result.reason)
         with self.lock:
             if result.successful_rows:  # a 422 says how much of the batch it did ingest
                 self.successful_rows += result.successful_rows
@@ -374,8 +494,17 @@ class Channel:
                     "%.0fs, events keep buffering", self.breaker.failures, self.datasource,
                     result.error, opts.circuit_breaker_reset,
                 )  # fmt: skip
+        in_memory = True
+        if batch.segment is not None:  # a replayed segment waits on disk, not in memory
+            assert self.spool is not None
+            self.pending.popleft()
+            self.spool.release(batch.segment)
+            in_memory = False
+        elif result.status != 429 and self.spool is not None and self._to_spool(batch):
+            self.pending.popleft()  # failed once: it waits on disk for the endpoint to return
+            in_memory = False
         elapsed = after - batch.first_try
-        if batch.attempts > opts.max_retries or elapsed >= opts.max_retry_time:
+        if in_memory and (batch.attempts > opts.max_retries or elapsed >= opts.max_retry_time):
             self.pending.popleft()
             self._settle(batch.count, lost=True, reason=result.reason or "retries_exhausted")
             self._warn(
@@ -387,7 +516,7 @@ class Channel:
         with self.lock:
             self.retries += 1
         delay = retry_delay(
-            max(1, batch.attempts), result.retry_after,
+            max(1, batch.attempts, self.breaker.failures), result.retry_after,
             base=opts.retry_base_delay, cap=opts.retry_max_delay,
         )  # fmt: skip
         self.retry_at = after + min(delay, max(0.0, opts.max_retry_time - elapsed))
@@ -438,6 +567,10 @@ class Channel:
                 "rate_limited": self.rate_limited,
                 "paced": self.paced,
                 "unconfirmed": self.unconfirmed,
+                "spooled": self.spooled,
+                "spool_replayed": self.spool_replayed,
+                "spool_bytes": self.spool.bytes if self.spool is not None else 0,
+                "spool_segments": self.spool.segments if self.spool is not None else 0,
                 "circuit_state": self.breaker.state,
                 "circuit_trips": self.breaker.trips,
                 "last_status": self.last_status,
@@ -549,7 +682,7 @@ class Sender:
         deadline = float("inf") if timeout is None else time.monotonic() + max(0.0, timeout)
 
         def done() -> bool:
-            return all(ch.settled >= target for ch, target, _ in marks)
+            return all(ch.settled >= target and ch.on_disk <= 0 for ch, target, _ in marks)
 
         if not done():
             if self.thread is None:
@@ -602,6 +735,8 @@ class Sender:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(0.5)
             for ch in channels:
+                with contextlib.suppress(Exception):
+                    ch.spool_remaining()
                 lost = ch.drop_remaining("shutdown")
                 if lost:
                     _diag.diag(
