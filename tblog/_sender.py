@@ -112,6 +112,8 @@ class Channel:
         self.closed = False
         self._init_state()
         sender.register(self)
+        if self.backlog:
+            sender.start()
 
     def _init_state(self) -> None:
         self.lock = threading.Lock()
@@ -151,6 +153,9 @@ class Channel:
         self.spool_replayed = 0  # events delivered from the spool (any process's)
         self.on_disk = 0  # events this channel spooled that are not delivered yet
         self._own: dict[str, int] = {}  # this channel's segments on disk: name -> events
+        # Segments left by an earlier process (a crash, an exit during an outage): flush()
+        # waits for them too, and the thread starts now to replay them.
+        self.backlog = self.spool is not None and self.spool.may_have_segments()
 
     def __repr__(self) -> str:
         return f"<tblog Channel {self.label!r} -> {self.api_url} datasource={self.datasource!r}>"
@@ -344,6 +349,7 @@ class Channel:
         """Load the oldest spooled segment as the next batch to send."""
         assert self.spool is not None
         if not self.spool.may_have_segments():
+            self.backlog = False
             return
         segment, corrupt = self.spool.claim()
         self._forget_segments(corrupt, "spool_corrupt")
@@ -682,7 +688,10 @@ class Sender:
         deadline = float("inf") if timeout is None else time.monotonic() + max(0.0, timeout)
 
         def done() -> bool:
-            return all(ch.settled >= target and ch.on_disk <= 0 for ch, target, _ in marks)
+            return all(
+                ch.settled >= target and ch.on_disk <= 0 and not ch.backlog
+                for ch, target, _ in marks
+            )
 
         if not done():
             if self.thread is None:

@@ -128,7 +128,7 @@ class Request:
 class EventsAPI:
     """The server; ``rows(ds)`` returns what arrived, ``requests`` every request seen."""
 
-    def __init__(self, token: str = "p.test-token-0123456789abcdef") -> None:
+    def __init__(self, token: str = "p.test-token-0123456789abcdef", port: int = 0) -> None:
         self.token = token
         self.lock = threading.Lock()
         self.data: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -149,7 +149,7 @@ class EventsAPI:
             def do_POST(self) -> None:
                 api._handle(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
