@@ -193,6 +193,13 @@ _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 def _network_error(exc: Exception) -> str:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return (
+            "TLS error: the server's certificate could not be verified "
+            "(pass ca_bundle=<path to the CA's PEM> for a private CA)"
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc)
+            else "TLS error"
+        )
     text = str(exc)
     # urllib3 messages can be long and nested; keep the useful tail, never any header.
     for marker in (

@@ -14,6 +14,7 @@ import gzip
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -128,7 +129,12 @@ class Request:
 class EventsAPI:
     """The server; ``rows(ds)`` returns what arrived, ``requests`` every request seen."""
 
-    def __init__(self, token: str = "p.test-token-0123456789abcdef", port: int = 0) -> None:
+    def __init__(
+        self,
+        token: str = "p.test-token-0123456789abcdef",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.token = token
         self.lock = threading.Lock()
         self.data: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -150,12 +156,15 @@ class EventsAPI:
                 api._handle(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if tls is not None:  # HTTPS: the handshake happens on accept
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_port}"
 
     def close(self) -> None:
         self.server.shutdown()
