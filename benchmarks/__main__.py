@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> str:
     ]
 
     if not args.quick:
+        from benchmarks import fleet
+
+        lines += ["", fleet.report(senders=200, seconds=30.0)]
         with contextlib.suppress(ImportError):
             from benchmarks import local_server
 

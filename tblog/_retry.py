@@ -24,8 +24,15 @@ def retry_delay(
     *,
     base: float = BASE_DELAY,
     cap: float = MAX_DELAY,
+    spread: float = 0.0,
 ) -> float:
-    """The server's ``Retry-After``/``X-RateLimit-Reset`` wins when given (bounded by ``cap``*2)."""
+    """The server's ``Retry-After``/``X-RateLimit-Reset`` wins when given (bounded by ``cap``*2).
+
+    ``spread`` adds up to that share of the hint at random (the background sender uses 0.5):
+    every process of a fleet told "retry in 1 s" would otherwise come back in the same
+    instant and be refused together.  A caller waiting in the foreground keeps it at 0.
+    """
     if server_hint is not None:
-        return min(max(server_hint, 0.0), cap * 2)
+        hint = min(max(server_hint, 0.0), cap * 2)
+        return hint + random.uniform(0, hint * spread) if spread else hint
     return backoff(attempt, base=base, cap=cap)

@@ -28,6 +28,7 @@ import atexit
 import contextlib
 import logging
 import os
+import random
 import threading
 import time
 from collections import deque
@@ -45,6 +46,7 @@ from tblog._transport import DROP, OK, RETRY, SPLIT, Result, Transport
 Encoder = Callable[[Any], "bytes | None"]
 
 _IDLE_WAKE = 1.0  # the thread re-checks its channels at least this often
+HINT_SPREAD = 0.5  # up to half as long again on a server's Retry-After, so a fleet spreads out
 
 
 def holds_logging_lock() -> bool:
@@ -125,6 +127,7 @@ class Channel:
         self.settled = 0  # accepted and then delivered or dropped
         self.lost = 0  # accepted and then dropped
         self.flush_upto = 0  # deliver now everything up to this enqueue count
+        self.interval = self.options.flush_interval  # stretched while rate limited
         self.next_flush = time.monotonic() + self.options.flush_interval
         self.retry_at = 0.0
         self.signaled = False
@@ -218,7 +221,7 @@ class Channel:
             items = [popleft() for _ in range(n)]
             self.buf_bytes -= sum(pop_size() for _ in range(n))
             self.signaled = False
-        self.next_flush = now + opts.flush_interval
+        self.next_flush = now + self.interval * random.uniform(0.9, 1.1)
         lines: list[bytes] = []
         failed = 0
         for item in items:
@@ -270,7 +273,7 @@ class Channel:
             ):
                 self._take(now)
             elif now >= self.next_flush:
-                self.next_flush = now + opts.flush_interval
+                self.next_flush = now + self.interval
         if self.pending:
             ready = self.ready_at(now)
             if now < ready:
@@ -409,6 +412,7 @@ class Channel:
         after = time.monotonic()
         if self.sender.pacer.observe(self.key, after, result.rate_remaining, result.rate_reset):
             self.paced += 1
+        self._adapt_interval(result)
         with self.lock:
             self.last_status = result.status
         if result.action == OK:
@@ -482,6 +486,19 @@ class Channel:
             "tblog: HTTP %d again from %s; dropped %d more events", result.status,
             self.datasource, batch.count,
         )  # fmt: skip
+
+    def _adapt_interval(self, result: Result) -> None:
+        """Fewer, larger requests while the destination is rate limited; back to normal after.
+
+        A 429, or a window spent to its last request, doubles the time a batch may wait to
+        fill (up to 32 flush intervals, at most 30 s); each later success shortens it by 5%.
+        A fleet of processes sharing one datasource's limit thus settles below it.
+        """
+        base = self.options.flush_interval
+        if result.status == 429 or result.rate_remaining == 0:
+            self.interval = min(self.interval * 2, max(base, min(base * 32, 30.0)))
+        elif result.action == OK and self.interval > base:
+            self.interval = max(base, self.interval * 0.95)
 
     def _retry_later(self, batch: Batch, result: Result, now: float, after: float) -> None:
         """A retryable answer: back off (or wait as told), or give up past the batch's bounds."""
