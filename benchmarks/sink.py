@@ -22,6 +22,9 @@ _lock = threading.Lock()
 def serve(port: int, status: int) -> None:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm holds
+        # the body until the client's delayed ACK (40 ms), which would cap every client.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

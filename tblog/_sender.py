@@ -540,7 +540,7 @@ class Channel:
             self.retries += 1
         delay = retry_delay(
             max(1, batch.attempts, self.breaker.failures), result.retry_after,
-            base=opts.retry_base_delay, cap=opts.retry_max_delay,
+            base=opts.retry_base_delay, cap=opts.retry_max_delay, spread=HINT_SPREAD,
         )  # fmt: skip
         self.retry_at = after + min(delay, max(0.0, opts.max_retry_time - elapsed))
         self._warn(result, "will retry", level=logging.INFO)
