@@ -174,6 +174,7 @@ _RECORD_DEFAULTS: dict[str, Any] = {
 _ID_FIELDS = frozenset(("trace_id", "span_id", "event_id", "timestamp", "created", "asctime"))
 
 _ts_cache: dict[int, str] = {}
+_HEADS_MAX = 4096  # cached event heads per builder (call site x thread x process)
 
 
 def iso_utc(created: float) -> str:
@@ -265,11 +266,21 @@ class EventBuilder:
         self.schema = schema
         self.static_fields = dict(static_fields)
         self.max_event_bytes = max_event_bytes
+        self._heads: dict[tuple[Any, ...], bytes] = {}
 
     def encode(self, snap: Snapshot) -> bytes | None:
         """One JSON line for ``snap`` (shrunk to ``max_event_bytes``), or None when impossible."""
         if SHAPED_KEY in snap:
             line = self._json_formatter_line(snap[FMT_KEY] or "")
+            if line is not None:
+                return line
+        elif (
+            self.schema == "tblog"
+            and FMT_KEY not in snap
+            and snap.get(EXC_ATTR) is None
+            and not snap.get("stack_info")
+        ):
+            line = self._common_line(snap)
             if line is not None:
                 return line
         event = self.build(snap)
@@ -319,32 +330,87 @@ class EventBuilder:
                 return f"{message} [tblog: formatter failed: {type(exc).__name__}]"
         return fmt if isinstance(fmt, str) else None
 
+    # The ``tblog`` schema in two parts.  The *head* holds the fields that records from one
+    # call site, on one thread of one process, share (logger, level, code location, process
+    # and thread); the *tail* the ones that change with every record (time, message, trace
+    # context, event id, extras).  ``_common_line`` encodes each head once and caches it.
+
+    def _head(self, a: Snapshot) -> dict[str, Any]:
+        return {
+            "level": a["levelname"],
+            "level_no": a["levelno"] or 0,
+            "logger": a["name"],
+            "app_name": self.app_name,
+            "environment": self.environment,
+            "hostname": HOSTNAME,
+            "process_id": a["process"] or 0,
+            "process_name": a["processName"] or "",
+            "thread_id": a["thread"] or 0,
+            "thread_name": a["threadName"] or "",
+            "module": a["module"] or "",
+            "func_name": a["funcName"] or "",
+            "lineno": a["lineno"] or 0,
+            "pathname": a["pathname"] or "",
+        }
+
+    def _extra(self, a: Snapshot) -> dict[str, Any]:
+        keys = extra_keys(a)
+        extra = {k: a[k] for k in keys} if keys else {}
+        bound = a[BOUND_KEY]
+        if bound or self.static_fields:
+            extra = {**self.static_fields, **bound, **extra}
+        return extra
+
+    def _common_line(self, a: Snapshot) -> bytes | None:
+        """The line of a record with no exception, stack or formatter, from a cached head.
+
+        None sends the record down the general path (a record built without
+        ``LogRecord.__init__``, or a line over ``max_event_bytes`` that must be shrunk).
+        """
+        try:
+            shape = (
+                a["name"], a["levelno"], a["levelname"], a["pathname"], a["lineno"],
+                a["funcName"], a["module"], a["thread"], a["threadName"], a["process"],
+                a["processName"],
+            )  # fmt: skip
+            head = self._heads.get(shape)
+            if head is None:
+                if len(self._heads) >= _HEADS_MAX:
+                    self._heads.clear()
+                head = self._heads[shape] = dumps(self._head(a))[:-1] + b","
+            message, extra = a[MSG_KEY], self._extra(a)
+            redactor = self.redactor
+            if redactor is not None:
+                if extra:
+                    extra = redactor.mapping(extra)
+                if type(message) is str and len(message) >= 8:
+                    message = redactor.text(message)
+            tail = dumps(
+                {
+                    "timestamp": iso_utc(a["created"]),
+                    "message": message,
+                    "trace_id": a[TRACE_KEY],
+                    "span_id": a[SPAN_KEY],
+                    "event_id": _ids.next(),
+                    "extra": extra,
+                }
+            )
+        except (KeyError, TypeError):  # e.g. an unhashable attribute: the general path copes
+            return None
+        line = head + tail[1:]
+        return line if len(line) <= self.max_event_bytes else None
+
     def build(self, snap: Snapshot) -> dict[str, Any]:
         if self.schema == "tinybird-python-sdk":
             return self._build_sdk(snap)
         a = snap
         try:
-            event: dict[str, Any] = {
-                "timestamp": iso_utc(a["created"]),
-                "level": a["levelname"],
-                "level_no": a["levelno"] or 0,
-                "logger": a["name"],
-                "message": a[MSG_KEY],
-                "app_name": self.app_name,
-                "environment": self.environment,
-                "hostname": HOSTNAME,
-                "process_id": a["process"] or 0,
-                "process_name": a["processName"] or "",
-                "thread_id": a["thread"] or 0,
-                "thread_name": a["threadName"] or "",
-                "module": a["module"] or "",
-                "func_name": a["funcName"] or "",
-                "lineno": a["lineno"] or 0,
-                "pathname": a["pathname"] or "",
-                "trace_id": a[TRACE_KEY],
-                "span_id": a[SPAN_KEY],
-                "event_id": _ids.next(),
-            }
+            event: dict[str, Any] = self._head(a)
+            event["timestamp"] = iso_utc(a["created"])
+            event["message"] = a[MSG_KEY]
+            event["trace_id"] = a[TRACE_KEY]
+            event["span_id"] = a[SPAN_KEY]
+            event["event_id"] = _ids.next()
         except KeyError:  # a record built without LogRecord.__init__: fill in the blanks
             return self.build({**_RECORD_DEFAULTS, **a})
         exc = a.get(EXC_ATTR)
@@ -352,12 +418,7 @@ class EventBuilder:
             event["exception"] = {"type": exc[0], "message": exc[1], "stacktrace": exc[2]}
         if a.get("stack_info"):
             event["stack_info"] = a["stack_info"]
-        keys = extra_keys(a)
-        extra = {k: a[k] for k in keys} if keys else {}
-        bound = a[BOUND_KEY]
-        if bound or self.static_fields:
-            extra = {**self.static_fields, **bound, **extra}
-        event["extra"] = extra
+        event["extra"] = self._extra(a)
         if FMT_KEY in a:
             event["formatted_message"] = self.formatted_message(a)
         return event
