@@ -14,6 +14,7 @@ import contextlib
 import email.utils
 import http.client
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,6 +94,7 @@ class Transport:
 
     def __init__(self) -> None:
         self._session: requests.Session | None = None
+        self._env: dict[tuple[str, bool | str], tuple[dict[str, str], bool | str]] = {}
         self.stale_retries = 0  # requests resent at once on a stale pooled connection
 
     def session(self) -> requests.Session:
@@ -102,13 +104,39 @@ class Transport:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers["User-Agent"] = USER_AGENT
-            session.trust_env = True
+            # The environment (proxies, CA bundle) is read once per destination by
+            # ``_settings``, not on every request; and no ~/.netrc entry can replace the
+            # Bearer token in the Authorization header.
+            session.trust_env = False
             self._session = session
         return self._session
+
+    def _settings(self, api_url: str, verify: bool | str) -> tuple[dict[str, str], bool | str]:
+        """Proxies and TLS verification for ``api_url``, from the environment, as requests does.
+
+        ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and ``NO_PROXY`` choose the proxy;
+        with ``verify=True``, ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` name the CA bundle.
+        Read at the first request to a destination (requests would read them on every one).
+        """
+        key = (api_url, verify)
+        settings = self._env.get(key)
+        if settings is None:
+            try:
+                proxies = requests.utils.get_environ_proxies(api_url)
+            except Exception:  # noqa: BLE001 - a malformed environment means no proxy
+                proxies = {}
+            chosen = verify
+            if verify is True:
+                chosen = (
+                    os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+                )
+            settings = self._env[key] = (dict(proxies), chosen)
+        return settings
 
     def reset(self) -> None:
         """Forget the pool without closing it (after fork the sockets belong to the parent)."""
         self._session = None
+        self._env = {}
 
     def close(self) -> None:
         session, self._session = self._session, None
@@ -144,6 +172,7 @@ class Transport:
                 "tblog: TLS certificate verification is off (verify=False); the token "
                 "could be sent to an impostor. Prefer ca_bundle=<path>",
             )
+        proxies, verify = self._settings(api_url, verify)
         for attempt in (1, 2):
             try:
                 response = self.session().post(
@@ -153,6 +182,7 @@ class Transport:
                     headers=headers,
                     timeout=(min(timeout, 10.0), timeout),
                     verify=verify,
+                    proxies=proxies,
                 )
             except requests.Timeout:
                 return Result(RETRY, reason="timeout", error=f"timed out after {timeout:g}s")

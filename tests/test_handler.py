@@ -288,3 +288,35 @@ def test_records_of_many_shapes_keep_their_own_extras(
     assert rows["e"]["process_name"] == "" and rows["e"]["func_name"] == ""
     assert len({r["event_id"] for r in rows.values()}) == 5
     assert events_api.quarantine["tb_logs"] == []
+
+
+def test_a_netrc_entry_never_replaces_the_token(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger, tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))  # requests would send these as Basic auth
+    handler = make_handler()
+    logger.addHandler(handler)
+    logger.info("with a netrc around")
+    assert handler.flush(10)
+    assert events_api.requests[-1].headers["Authorization"] == f"Bearer {events_api.token}"
+    assert [r["message"] for r in events_api.rows()] == ["with a netrc around"]
+
+
+def test_the_proxy_comes_from_the_environment(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", events_api.url)  # the loopback server plays the proxy
+    host = f"http://logs-{uuid.uuid4().hex[:8]}.invalid"  # resolvable only through the proxy
+    handler = make_handler(api_url=host, max_retries=0)
+    logger.addHandler(handler)
+    logger.info("through the proxy")
+    assert handler.flush(10)
+    assert [r["message"] for r in events_api.rows()] == ["through the proxy"]
+    assert events_api.requests[-1].headers["Host"] == host.removeprefix("http://")
