@@ -9,8 +9,10 @@ even when it is shipped later from another thread or process.
 When OpenTelemetry is in use and a span is current, events carry that span's
 trace and span ids instead (see ``capture``); nothing here imports OpenTelemetry.
 
-Bound fields are stored as an immutable snapshot (a fresh ``dict`` on every
-change, never mutated afterwards), so capturing them is one reference copy.
+All three (trace id, span id, bound fields) live in one ``ContextVar`` as an
+immutable ``(trace_id, span_id, bound)`` tuple, replaced whole on every change, so
+capturing the context at a logging call is a single read.  Bound fields are an
+immutable snapshot (a fresh ``dict`` on every change, never mutated afterwards).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import random
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar, cast
 
@@ -41,9 +43,8 @@ __all__ = [
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
-_trace_id: ContextVar[str] = ContextVar("tblog_trace_id", default="")
-_span_id: ContextVar[str] = ContextVar("tblog_span_id", default="")
-_bound: ContextVar[Mapping[str, Any]] = ContextVar("tblog_bound", default=_EMPTY)
+Context = tuple[str, str, Mapping[str, Any]]  # (trace_id, span_id, bound fields)
+_ctx: ContextVar[Context] = ContextVar("tblog_context", default=("", "", _EMPTY))
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,54 +61,66 @@ def new_span_id() -> str:
 
 def get_trace_id() -> str:
     """Return the current trace id, or ``""`` when none is set."""
-    return _trace_id.get()
+    return _ctx.get()[0]
 
 
 def get_span_id() -> str:
     """Return the current span id, or ``""`` when none is set."""
-    return _span_id.get()
+    return _ctx.get()[1]
 
 
 def set_trace_id(trace_id: str | None) -> None:
     """Set the current trace id; ``None`` (or ``""``) clears it."""
-    _trace_id.set(_as_id(trace_id, "trace_id"))
+    value = _as_id(trace_id, "trace_id")
+    _, span_id, fields = _ctx.get()
+    _ctx.set((value, span_id, fields))
 
 
 def set_span_id(span_id: str | None) -> None:
     """Set the current span id; ``None`` (or ``""``) clears it."""
-    _span_id.set(_as_id(span_id, "span_id"))
+    value = _as_id(span_id, "span_id")
+    trace_id, _, fields = _ctx.get()
+    _ctx.set((trace_id, value, fields))
 
 
 def get_bound() -> Mapping[str, Any]:
     """Return a read-only view of the fields bound in the current context."""
-    return _bound.get()
+    return _ctx.get()[2]
 
 
 def bind(**fields: Any) -> None:
     """Bind ``fields`` to the current context; they appear in every event's ``extra``."""
     if fields:
-        merged = dict(_bound.get())
+        trace_id, span_id, current = _ctx.get()
+        merged = dict(current)
         merged.update(fields)
-        _bound.set(MappingProxyType(merged))
+        _ctx.set((trace_id, span_id, MappingProxyType(merged)))
 
 
 def unbind(*keys: str) -> None:
     """Remove ``keys`` from the fields bound in the current context (missing keys are ignored)."""
-    current = _bound.get()
+    trace_id, span_id, current = _ctx.get()
     if any(key in current for key in keys):
-        _bound.set(MappingProxyType({k: v for k, v in current.items() if k not in keys}))
+        kept = MappingProxyType({k: v for k, v in current.items() if k not in keys})
+        _ctx.set((trace_id, span_id, kept))
 
 
 @contextmanager
 def bound(**fields: Any) -> Iterator[Mapping[str, Any]]:
-    """Bind ``fields`` for the duration of a ``with`` block, then restore the previous fields."""
-    merged = dict(_bound.get())
+    """Bind ``fields`` for the duration of a ``with`` block, then restore the previous fields.
+
+    Only the bound fields are restored: a trace id set inside the block stays set.
+    """
+    trace_id, span_id, previous = _ctx.get()
+    merged = dict(previous)
     merged.update(fields)
-    token = _bound.set(MappingProxyType(merged))
+    view = MappingProxyType(merged)
+    _ctx.set((trace_id, span_id, view))
     try:
-        yield _bound.get()
+        yield view
     finally:
-        _bound.reset(token)
+        trace_id, span_id, _ = _ctx.get()
+        _ctx.set((trace_id, span_id, previous))
 
 
 class trace:  # noqa: N801 - used like a function: ``with tblog.trace():`` / ``@tblog.trace()``
@@ -125,12 +138,14 @@ class trace:  # noqa: N801 - used like a function: ``with tblog.trace():`` / ``@
         self._span_arg = _as_id(span_id, "span_id")
         self.trace_id = self._trace_arg
         self.span_id = self._span_arg
-        self._tokens: list[tuple[Token[str], Token[str]]] = []
+        self._tokens: list[tuple[str, str]] = []  # the ids to restore, one pair per entry
 
     def __enter__(self) -> trace:
         self.trace_id = self._trace_arg or new_trace_id()
         self.span_id = self._span_arg or new_span_id()
-        self._tokens.append((_trace_id.set(self.trace_id), _span_id.set(self.span_id)))
+        previous_trace, previous_span, fields = _ctx.get()
+        self._tokens.append((previous_trace, previous_span))
+        _ctx.set((self.trace_id, self.span_id, fields))
         return self
 
     def __exit__(
@@ -139,9 +154,8 @@ class trace:  # noqa: N801 - used like a function: ``with tblog.trace():`` / ``@
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        trace_token, span_token = self._tokens.pop()
-        _span_id.reset(span_token)
-        _trace_id.reset(trace_token)
+        previous_trace, previous_span = self._tokens.pop()
+        _ctx.set((previous_trace, previous_span, _ctx.get()[2]))  # fields bound inside stay
 
     def __call__(self, func: F) -> F:
         trace_arg, span_arg = self._trace_arg, self._span_arg
@@ -183,8 +197,8 @@ def capture() -> tuple[str, str, Mapping[str, Any]]:
     if otel is not None and _otel_span_may_be_current():
         ids = _otel_ids(otel)
         if ids is not None:
-            return ids[0], ids[1], _bound.get()
-    return _trace_id.get(), _span_id.get(), _bound.get()
+            return ids[0], ids[1], _ctx.get()[2]
+    return _ctx.get()
 
 
 #: ``(ContextVar, key)`` where OpenTelemetry's default runtime context keeps the current span,
