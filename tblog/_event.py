@@ -378,26 +378,20 @@ class EventBuilder:
                 if len(self._heads) >= _HEADS_MAX:
                     self._heads.clear()
                 head = self._heads[shape] = dumps(self._head(a))[:-1] + b","
-            message, extra = a[MSG_KEY], self._extra(a)
-            redactor = self.redactor
-            if redactor is not None:
-                if extra:
-                    extra = redactor.mapping(extra)
-                if type(message) is str and len(message) >= 8:
-                    message = redactor.text(message)
-            tail = dumps(
-                {
-                    "timestamp": iso_utc(a["created"]),
-                    "message": message,
-                    "trace_id": a[TRACE_KEY],
-                    "span_id": a[SPAN_KEY],
-                    "event_id": _ids.next(),
-                    "extra": extra,
-                }
-            )
+            tail = {
+                "timestamp": iso_utc(a["created"]),
+                "message": a[MSG_KEY],
+                "trace_id": a[TRACE_KEY],
+                "span_id": a[SPAN_KEY],
+                "event_id": _ids.next(),
+                "extra": self._extra(a),
+            }
+            if self.redactor is not None:
+                tail = self.redactor.event(tail)  # the head holds nothing it scrubs
+            encoded = dumps(tail)
         except (KeyError, TypeError):  # e.g. an unhashable attribute: the general path copes
             return None
-        line = head + tail[1:]
+        line = head + encoded[1:]
         return line if len(line) <= self.max_event_bytes else None
 
     def build(self, snap: Snapshot) -> dict[str, Any]:
