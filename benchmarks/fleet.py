@@ -22,9 +22,10 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
+from benchmarks.sink import JSONHandler
 from tblog import _breaker
 from tblog._config import Options
 from tblog._encode import dumps
@@ -48,23 +49,11 @@ class LimitedAPI:
         self.latencies: list[float] = []
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
+        class Handler(JSONHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server names it so
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, headers, answer = api.handle(self.headers.get("Content-Encoding"), body)
-                raw = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(raw)
+                self._answer(status, answer, headers)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -19,26 +19,30 @@ _rows = 0
 _lock = threading.Lock()
 
 
+class JSONHandler(BaseHTTPRequestHandler):
+    """A quiet HTTP/1.1 handler that answers JSON (the benchmarks' loopback servers)."""
+
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm holds
+    # the body until the client's delayed ACK (40 ms), which would cap every client.
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self, code: int, body: Any, headers: dict[str, str]) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(raw)
+
+
 def serve(port: int, status: int) -> None:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm holds
-        # the body until the client's delayed ACK (40 ms), which would cap every client.
-        disable_nagle_algorithm = True
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _answer(self, code: int, body: dict[str, Any], headers: dict[str, str]) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(raw)
-
+    class Handler(JSONHandler):
         def do_GET(self) -> None:
             self._answer(200, {"rows": _rows}, {})
 
