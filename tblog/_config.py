@@ -38,7 +38,7 @@ _DS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class Options:
     """Validated delivery options of one handler (or other producer)."""
 
-    batch_size: int = 500
+    batch_size: int = 2000
     flush_interval: float = 1.0
     max_buffer_size: int = 100_000
     max_buffer_bytes: int = 64 * 1024 * 1024

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import functools
 import json
 import math
 import re
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
@@ -27,7 +28,7 @@ try:  # the fast path; the stdlib json is the fallback
 except ImportError:  # pragma: no cover - orjson is a dependency on CPython
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["MAX_DEPTH", "dumps", "gzip_bytes", "jsonable", "shrink_event", "to_text"]
+__all__ = ["MAX_DEPTH", "dumps", "dumps_raw", "gzip_bytes", "jsonable", "shrink_event", "to_text"]
 
 MAX_DEPTH = 32
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
@@ -118,6 +119,19 @@ def _dumps_std(value: Any) -> bytes:
     return json.dumps(
         value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default
     ).encode("utf-8")
+
+
+def _dumps_fallback(value: Any) -> bytes:
+    return dumps(value)
+
+
+#: orjson with tblog's options, for hot loops that call ``dumps`` themselves on failure
+#: (raises where ``dumps`` falls back; never use it without that fallback).
+dumps_raw: Callable[[Any], bytes] = (
+    functools.partial(_orjson.dumps, default=_default, option=_ORJSON_OPTS)
+    if _orjson is not None
+    else _dumps_fallback
+)
 
 
 def dumps(value: Any) -> bytes:

@@ -16,16 +16,17 @@ import datetime as _dt
 import itertools
 import json
 import logging
+import operator
 import os
 import random
 import socket
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from tblog import context
-from tblog._encode import dumps, shrink_event, to_text
+from tblog._encode import dumps, dumps_raw, shrink_event, to_text
 from tblog._redact import Redactor
 
 # Attributes every LogRecord has (plus the ones formatters add, and tblog's own
@@ -37,8 +38,8 @@ STANDARD_ATTRS = frozenset(
     | {"message", "asctime", "taskName", CTX_ATTR, EXC_ATTR}
 )
 
-_BASE_ATTRS = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
-_SNAPSHOT_OVERHEAD = 1600
+BASE_ATTRS = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
+SNAPSHOT_OVERHEAD = 1600  # bytes: a copied record dict and the strings around it
 
 HOSTNAME = socket.gethostname()
 
@@ -68,21 +69,27 @@ class ExcInfo(NamedTuple):
     stacktrace: str
 
 
-#: What the caller's thread hands to the sender for one record: a copy of the record's
-#: ``__dict__`` with the message, the trace context and any formatter output added under
-#: private keys.  One container per record, not a tuple around a dict: buffered snapshots
-#: survive the garbage collector's young generation, and every surviving container brings
-#: the next collection closer, on the application's threads.
+#: What the caller's thread hands to the sender for one record: a shallow copy of the record's
+#: ``__dict__`` in which four standard slots are reused for what the sender needs:
+#:
+#: * ``msg``: the merged message (``getMessage()``, taken on the caller's thread);
+#: * ``args``: None (the arguments are merged into ``msg`` and not kept alive);
+#: * ``exc_text``: the trace context ``(trace_id, span_id, bound_fields)``;
+#: * ``exc_info``: None, the exception as text (an ``ExcInfo``), or the plain
+#:   ``logging.Formatter`` to run on the sender thread.
+#:
+#: Writing to keys the record already has keeps the copy on the record's shared-key table;
+#: adding a key would rebuild the dict (~0.6 us on the caller's thread).  And one container
+#: per record, not a tuple around a dict: buffered snapshots survive the garbage collector's
+#: young generation, and every surviving container brings the next collection closer, on the
+#: application's threads.  Rare cases add private keys (below).  Read snapshots only through
+#: ``snap_exc`` / ``snap_formatter`` and the slots above.
 Snapshot = dict[str, Any]
 
-# Private keys of a snapshot (underscored: never taken for ``extra=`` attributes).
-MSG_KEY = "_tblog_msg"  # the merged message
-TRACE_KEY = "_tblog_trace"  # trace id ("" when none)
-SPAN_KEY = "_tblog_span"  # span id ("" when none)
-BOUND_KEY = "_tblog_bound"  # bound fields (an immutable mapping)
-FMT_KEY = "_tblog_fmt"  # formatter output (str), or a plain Formatter to run on the sender
+# Private keys a snapshot may carry (underscored: never taken for ``extra=`` attributes).
+FMT_KEY = "_tblog_fmt"  # formatter output (str), or the plain Formatter when exc_info is taken
 SHAPED_KEY = "_tblog_shaped"  # True: FMT_KEY is the event itself (python-json-logger)
-_PRIVATE = 4  # private keys every snapshot has (MSG, TRACE, SPAN, BOUND)
+ARGS_KEY = "_tblog_args"  # the record's own args (the tinybird-python-sdk schema ships them)
 
 
 def get_message(record: logging.LogRecord) -> str:
@@ -125,42 +132,64 @@ def snapshot(
     record: logging.LogRecord,
     kind: int,
     formatter: logging.Formatter | None,
+    keep_args: bool = False,
 ) -> tuple[Snapshot, int]:
     """Copy what the event needs from ``record`` on the caller's thread; never mutates it.
 
-    Returns the snapshot and a cheap estimate of its memory, for ``max_buffer_bytes``:
-    the copied attribute dict (~1.2 KB for a plain record), the strings around it, the
-    message, and ~100 bytes per extra attribute.
+    Returns the snapshot (see ``Snapshot``) and a cheap estimate of its memory, for
+    ``max_buffer_bytes``: the copied attribute dict and the strings around it, the message,
+    ~100 bytes per extra attribute and the exception text.
     """
     attrs = record.__dict__.copy()
     try:
         message = record.getMessage()
     except Exception:  # noqa: BLE001 - bad %-args must not lose the record
         message = get_message(record)
-    size = _SNAPSHOT_OVERHEAD + len(message) + 100 * (len(attrs) - _BASE_ATTRS)
-    attrs[MSG_KEY] = message
-    if record.exc_info or record.exc_text or EXC_ATTR in attrs:
+    size = SNAPSHOT_OVERHEAD + len(message) + 100 * (len(attrs) - BASE_ATTRS)
+    exc = None
+    if record.exc_info or record.exc_text:
         exc = exc_of(record)
         if exc is not None:
-            attrs["exc_info"] = None  # release the traceback and its frames now
-            attrs["exc_text"] = exc.stacktrace
-            attrs[EXC_ATTR] = tuple(exc)
             size += len(exc.stacktrace) + len(exc.message)
+    if keep_args:
+        attrs[ARGS_KEY] = attrs.get("args")
+    attrs["msg"] = message
+    attrs["args"] = None
     carried = attrs.get(CTX_ATTR)
-    if carried is not None:
-        attrs[TRACE_KEY], attrs[SPAN_KEY], attrs[BOUND_KEY] = carried
-    else:
-        attrs[TRACE_KEY], attrs[SPAN_KEY], attrs[BOUND_KEY] = context.capture()
+    attrs["exc_text"] = carried if carried is not None else context.capture()
+    attrs["exc_info"] = exc
     if kind == FMT_PLAIN:
         # a plain Formatter reads only the record: it runs on the sender thread, on the copy
-        attrs[FMT_KEY] = formatter
+        if exc is None:
+            attrs["exc_info"] = formatter
+        else:
+            attrs[FMT_KEY] = formatter
     elif kind != FMT_NONE and formatter is not None:
-        formatted = formatter.format(clone(record, attrs))
+        shown = record.__dict__.copy()
+        if exc is not None:
+            shown["exc_text"] = exc.stacktrace  # formatted once, above
+        formatted = formatter.format(clone(record, shown))
         attrs[FMT_KEY] = formatted
         size += len(formatted)
         if kind == FMT_JSON:
             attrs[SHAPED_KEY] = True
     return attrs, size
+
+
+def snap_exc(snap: Snapshot) -> ExcInfo | None:
+    """The exception a snapshot carries, as text (None: it carries none)."""
+    exc = snap.get("exc_info")
+    return exc if type(exc) is ExcInfo else None
+
+
+def snap_formatter(snap: Snapshot) -> logging.Formatter | str | None:
+    """The formatter output (str) or the plain Formatter to run, of a snapshot (None: none)."""
+    fmt = snap.get(FMT_KEY)
+    if fmt is None:
+        fmt = snap.get("exc_info")
+        if not isinstance(fmt, logging.Formatter):
+            return None
+    return fmt
 
 
 #: What ``build`` assumes of a record that lacks an attribute LogRecord.__init__ sets.
@@ -175,6 +204,20 @@ _ID_FIELDS = frozenset(("trace_id", "span_id", "event_id", "timestamp", "created
 
 _ts_cache: dict[int, str] = {}
 _HEADS_MAX = 4096  # cached event heads per builder (call site x thread x process)
+#: The record fields a head is made of, read in one call (KeyError: not a full record).
+_SHAPE_OF = operator.itemgetter(
+    "name",
+    "levelno",
+    "levelname",
+    "pathname",
+    "lineno",
+    "funcName",
+    "module",
+    "thread",
+    "threadName",
+    "process",
+    "processName",
+)
 
 
 def iso_utc(created: float) -> str:
@@ -270,17 +313,87 @@ class EventBuilder:
 
     def encode(self, snap: Snapshot) -> bytes | None:
         """One JSON line for ``snap`` (shrunk to ``max_event_bytes``), or None when impossible."""
+        return self.encode_batch((snap,))[0]
+
+    def encode_batch(self, snaps: Sequence[Snapshot]) -> list[bytes | None]:
+        """``encode`` for each of ``snaps``, the common record's line built inline.
+
+        A common record (``tblog`` schema, no exception, stack or formatter) becomes a cached
+        *head* (the fields one call site shares on one thread of one process) plus a small
+        *tail* encoded by orjson; messages are screened for secrets once per batch.  Any
+        other snapshot, or a common one that does not fit this path, takes ``_encode_one``.
+        """
+        if self.schema != "tblog":
+            return [self._encode_one(a) for a in snaps]
+        redactor = self.redactor
+        flags = None
+        if redactor is not None:
+            flags = redactor.screen([m if type(m := a.get("msg")) is str else "" for a in snaps])
+        heads, shape_of, plain_len = self._heads, _SHAPE_OF, BASE_ATTRS
+        static, limit = self.static_fields, self.max_event_bytes
+        id_prefix, id_counter = _ids.prefix, _ids.counter
+        last_sec, prefix = -1, ""
+        out: list[bytes | None] = []
+        for i, a in enumerate(snaps):
+            if a.get("exc_info") or FMT_KEY in a or a.get("stack_info"):
+                out.append(self._encode_one(a))
+                continue
+            try:
+                shape = shape_of(a)
+                head = heads.get(shape)
+                if head is None:
+                    head = self._new_head(a, shape)
+                created = a["created"]
+                sec = int(created)
+                micros = int((created - sec) * 1_000_000 + 0.5)
+                if sec != last_sec or micros >= 1_000_000:
+                    last_sec, prefix = sec, iso_utc(sec)[:-8]
+                    if micros >= 1_000_000:  # rounds up into the next second
+                        last_sec, micros = -1, micros - 1_000_000
+                        prefix = iso_utc(sec + 1)[:-8]
+                trace_id, span_id, bound = a["exc_text"]
+                message = a["msg"]
+                if len(a) == plain_len:
+                    extra = {**static, **bound} if (bound or static) else {}
+                else:
+                    keys = extra_keys(a)
+                    extra = {k: a[k] for k in keys}
+                    if bound or static:
+                        extra = {**static, **bound, **extra}
+                if redactor is not None:
+                    if flags is not None and flags[i]:
+                        message = redactor.text(message)
+                    if extra:
+                        extra = redactor.flat(extra)
+                tail = {
+                    "timestamp": f"{prefix}.{micros:06d}Z",
+                    "message": message,
+                    "trace_id": trace_id,
+                    "span_id": span_id,
+                    "event_id": f"{id_prefix}{next(id_counter) & 0xFFFFFFFFFFFF:012x}",
+                    "extra": extra,
+                }
+            except (KeyError, TypeError, ValueError):  # a record built in some other way
+                out.append(self._encode_one(a))
+                continue
+            try:
+                encoded = dumps_raw(tail)
+            except Exception:  # noqa: BLE001 - what orjson refuses, the sanitising path takes
+                encoded = dumps(tail)
+            line = head + encoded[1:]
+            out.append(line if len(line) <= limit else self._encode_one(a))
+        return out
+
+    def _new_head(self, a: Snapshot, shape: tuple[Any, ...]) -> bytes:
+        if len(self._heads) >= _HEADS_MAX:
+            self._heads.clear()
+        head = self._heads[shape] = dumps(self._head(a))[:-1] + b","
+        return head
+
+    def _encode_one(self, snap: Snapshot) -> bytes | None:
+        """The general path: the whole event as a dict, redacted, encoded, shrunk to fit."""
         if SHAPED_KEY in snap:
             line = self._json_formatter_line(snap[FMT_KEY] or "")
-            if line is not None:
-                return line
-        elif (
-            self.schema == "tblog"
-            and FMT_KEY not in snap
-            and snap.get(EXC_ATTR) is None
-            and not snap.get("stack_info")
-        ):
-            line = self._common_line(snap)
             if line is not None:
                 return line
         event = self.build(snap)
@@ -319,11 +432,13 @@ class EventBuilder:
 
     @staticmethod
     def formatted_message(snap: Snapshot) -> str | None:
-        fmt = snap.get(FMT_KEY)
+        fmt = snap_formatter(snap)
         if isinstance(fmt, logging.Formatter):
-            message = snap[MSG_KEY]
+            message = snap["msg"]
+            exc = snap_exc(snap)
             attrs = dict(snap)
-            attrs["msg"], attrs["args"], attrs["exc_info"] = message, None, None
+            attrs["args"], attrs["exc_info"] = None, None
+            attrs["exc_text"] = exc.stacktrace if exc is not None else None
             try:
                 return fmt.format(logging.makeLogRecord(attrs))
             except Exception as exc:  # noqa: BLE001
@@ -333,7 +448,7 @@ class EventBuilder:
     # The ``tblog`` schema in two parts.  The *head* holds the fields that records from one
     # call site, on one thread of one process, share (logger, level, code location, process
     # and thread); the *tail* the ones that change with every record (time, message, trace
-    # context, event id, extras).  ``_common_line`` encodes each head once and caches it.
+    # context, event id, extras).  ``encode_batch`` encodes each head once and caches it.
 
     def _head(self, a: Snapshot) -> dict[str, Any]:
         return {
@@ -356,43 +471,10 @@ class EventBuilder:
     def _extra(self, a: Snapshot) -> dict[str, Any]:
         keys = extra_keys(a)
         extra = {k: a[k] for k in keys} if keys else {}
-        bound = a[BOUND_KEY]
+        bound = a["exc_text"][2]
         if bound or self.static_fields:
             extra = {**self.static_fields, **bound, **extra}
         return extra
-
-    def _common_line(self, a: Snapshot) -> bytes | None:
-        """The line of a record with no exception, stack or formatter, from a cached head.
-
-        None sends the record down the general path (a record built without
-        ``LogRecord.__init__``, or a line over ``max_event_bytes`` that must be shrunk).
-        """
-        try:
-            shape = (
-                a["name"], a["levelno"], a["levelname"], a["pathname"], a["lineno"],
-                a["funcName"], a["module"], a["thread"], a["threadName"], a["process"],
-                a["processName"],
-            )  # fmt: skip
-            head = self._heads.get(shape)
-            if head is None:
-                if len(self._heads) >= _HEADS_MAX:
-                    self._heads.clear()
-                head = self._heads[shape] = dumps(self._head(a))[:-1] + b","
-            tail = {
-                "timestamp": iso_utc(a["created"]),
-                "message": a[MSG_KEY],
-                "trace_id": a[TRACE_KEY],
-                "span_id": a[SPAN_KEY],
-                "event_id": _ids.next(),
-                "extra": self._extra(a),
-            }
-            if self.redactor is not None:
-                tail = self.redactor.event(tail)  # the head holds nothing it scrubs
-            encoded = dumps(tail)
-        except (KeyError, TypeError):  # e.g. an unhashable attribute: the general path copes
-            return None
-        line = head + encoded[1:]
-        return line if len(line) <= self.max_event_bytes else None
 
     def build(self, snap: Snapshot) -> dict[str, Any]:
         if self.schema == "tinybird-python-sdk":
@@ -401,27 +483,32 @@ class EventBuilder:
         try:
             event: dict[str, Any] = self._head(a)
             event["timestamp"] = iso_utc(a["created"])
-            event["message"] = a[MSG_KEY]
-            event["trace_id"] = a[TRACE_KEY]
-            event["span_id"] = a[SPAN_KEY]
+            event["message"] = a["msg"]
+            event["trace_id"], event["span_id"], _ = a["exc_text"]
             event["event_id"] = _ids.next()
         except KeyError:  # a record built without LogRecord.__init__: fill in the blanks
             return self.build({**_RECORD_DEFAULTS, **a})
-        exc = a.get(EXC_ATTR)
+        exc = snap_exc(a)
         if exc is not None:
-            event["exception"] = {"type": exc[0], "message": exc[1], "stacktrace": exc[2]}
+            event["exception"] = {
+                "type": exc.type,
+                "message": exc.message,
+                "stacktrace": exc.stacktrace,
+            }
         if a.get("stack_info"):
             event["stack_info"] = a["stack_info"]
         event["extra"] = self._extra(a)
-        if FMT_KEY in a:
-            event["formatted_message"] = self.formatted_message(a)
+        formatted = self.formatted_message(a)
+        if formatted is not None:
+            event["formatted_message"] = formatted
         return event
 
     def _build_sdk(self, snap: Snapshot) -> dict[str, Any]:
         """The field names of the Tinybird Python SDK's ``TinybirdLoggingHandler``."""
         a = snap
-        message, trace_id, span_id = a[MSG_KEY], a[TRACE_KEY], a[SPAN_KEY]
-        exc = ExcInfo(*a[EXC_ATTR]) if a.get(EXC_ATTR) is not None else None
+        message = a["msg"]
+        trace_id, span_id, bound = a["exc_text"]
+        exc = snap_exc(a)
         created = a["created"]
         event: dict[str, Any] = dict(self.static_fields)
         event.update(
@@ -449,12 +536,12 @@ class EventBuilder:
                 "value": exc.message,
                 "traceback": exc.stacktrace,
             }
-        args = a.get("args")
+        args = a.get(ARGS_KEY)
         if args:
             event["args"] = args if isinstance(args, Mapping) else list(args)
         if a.get("stack_info"):
             event["stack_info"] = a["stack_info"]
-        extra = {**a[BOUND_KEY], **extras_of(a)}
+        extra = {**bound, **extras_of(a)}
         if trace_id:
             extra.setdefault("trace_id", trace_id)
         if span_id:

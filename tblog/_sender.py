@@ -32,7 +32,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tblog import _diag
@@ -44,9 +44,19 @@ from tblog._spool import Segment, Spool
 from tblog._transport import DROP, OK, RETRY, SPLIT, Result, Transport
 
 Encoder = Callable[[Any], "bytes | None"]
+BatchEncoder = Callable[[Sequence[Any]], "list[bytes | None]"]
 
 _IDLE_WAKE = 1.0  # the thread re-checks its channels at least this often
+WAKE_AT = 512  # buffered items that wake the sender thread (at most batch_size)
 HINT_SPREAD = 0.5  # up to half as long again on a server's Retry-After, so a fleet spreads out
+
+
+#: Threads whose log records tblog refuses: the sender thread (its HTTP stack must never feed
+#: itself) and any thread inside a tblog producer right now (a ``__str__`` that logs while its
+#: record is being snapshotted is refused, not looped on).  One mapping for both, so the hot
+#: path asks one question; entering and leaving is a dict store and delete (cheaper than a
+#: ``threading.local`` write or a set method call).  Emptied in a forked child.
+busy_threads: dict[int, bool] = {}
 
 
 def holds_logging_lock() -> bool:
@@ -101,6 +111,7 @@ class Channel:
         datasource: str,
         options: Options,
         encode: Encoder,
+        encode_batch: BatchEncoder | None = None,
         label: str = "",
     ) -> None:
         self.sender = sender
@@ -109,6 +120,7 @@ class Channel:
         self.datasource = datasource
         self.options = options
         self.encode = encode
+        self.encode_batch: BatchEncoder = encode_batch or self._encode_each
         self.label = label or datasource
         self.key = (api_url, datasource)
         self.closed = False
@@ -118,10 +130,19 @@ class Channel:
             sender.start()
 
     def _init_state(self) -> None:
+        # the options the producer's side reads on every put, as plain attributes
+        self.max_items = self.options.max_buffer_size
+        self.max_bytes = self.options.max_buffer_bytes
+        # Wake the sender thread at this many buffered items: it encodes them into the draft
+        # at once, so snapshots die young (each one the garbage collector finds alive costs
+        # the application's threads), while requests still carry up to batch_size events.
+        self.wake_at = min(self.options.batch_size, WAKE_AT)
         self.lock = threading.Lock()
         self.buf: deque[Any] = deque()
         self.sizes: deque[int] = deque()  # estimated bytes of each buffered item (ints: no GC)
         self.buf_bytes = 0
+        self.draft: list[bytes] = []  # encoded lines of the batch being filled (sender thread)
+        self.draft_bytes = 0
         self.pending: deque[Batch] = deque()
         self.enqueued = 0  # accepted by put()
         self.settled = 0  # accepted and then delivered or dropped
@@ -175,32 +196,40 @@ class Channel:
         sender = self.sender
         if pid_hint != sender.pid and os.getpid() != sender.pid:
             sender.after_fork_in_child()
-        opts = self.options
-        with self.lock:
+        lock = self.lock
+        lock.acquire()  # not ``with``: its __enter__/__exit__ calls double the cost
+        try:
             buf = self.buf
-            if len(buf) >= opts.max_buffer_size or self.buf_bytes + size > opts.max_buffer_bytes:
-                if size > opts.max_buffer_bytes or opts.drop_policy == "newest" or not buf:
-                    self.dropped["buffer_full"] = self.dropped.get("buffer_full", 0) + 1
-                    return False
-                while buf and (
-                    len(buf) >= opts.max_buffer_size
-                    or self.buf_bytes + size > opts.max_buffer_bytes
-                ):
-                    buf.popleft()
-                    self.buf_bytes -= self.sizes.popleft()
-                    self.settled += 1
-                    self.lost += 1
-                    self.dropped["buffer_full"] = self.dropped.get("buffer_full", 0) + 1
+            if (len(buf) >= self.max_items or self.buf_bytes + size > self.max_bytes) and (
+                not self._make_room(size)
+            ):
+                return False
             buf.append(item)
             self.sizes.append(size)
             self.buf_bytes += size
             self.enqueued += 1
-            full = len(buf) >= opts.batch_size
+            full = len(buf) >= self.wake_at
+        finally:
+            lock.release()
         if sender.thread is None:
             sender.start()
         if full and not self.signaled:
             self.signaled = True
             sender.wake.set()
+        return True
+
+    def _make_room(self, size: int) -> bool:
+        """The buffer is full (lock held): drop by ``drop_policy``; False when ``item`` must go."""
+        opts, buf = self.options, self.buf
+        if size > self.max_bytes or opts.drop_policy == "newest" or not buf:
+            self.dropped["buffer_full"] = self.dropped.get("buffer_full", 0) + 1
+            return False
+        while buf and (len(buf) >= self.max_items or self.buf_bytes + size > self.max_bytes):
+            buf.popleft()
+            self.buf_bytes -= self.sizes.popleft()
+            self.settled += 1
+            self.lost += 1
+            self.dropped["buffer_full"] = self.dropped.get("buffer_full", 0) + 1
         return True
 
     def count_drop(self, reason: str, n: int = 1) -> None:
@@ -210,46 +239,77 @@ class Channel:
 
     # -- the sender's side -------------------------------------------------------------
 
-    def idle(self) -> bool:
-        return not self.buf and not self.pending
+    def _encode_each(self, items: Sequence[Any]) -> list[bytes | None]:
+        return [self._encode_one(item) for item in items]
 
-    def _take(self, now: float) -> None:
+    def idle(self) -> bool:
+        return not self.buf and not self.draft and not self.pending
+
+    def _fill(self) -> None:
+        """Encode buffered items into the draft batch, up to ``batch_size`` lines in it.
+
+        A draft that would pass ``max_batch_bytes`` goes to ``pending`` first.
+        """
         opts = self.options
         with self.lock:
-            n = min(opts.batch_size, len(self.buf))
-            popleft, pop_size = self.buf.popleft, self.sizes.popleft
-            items = [popleft() for _ in range(n)]
-            self.buf_bytes -= sum(pop_size() for _ in range(n))
+            n = min(opts.batch_size - len(self.draft), len(self.buf))
+            buf, sizes = self.buf, self.sizes
+            if n == len(buf):  # everything: swap the deques (no per-item pops)
+                items: Any = buf
+                self.buf, self.sizes, self.buf_bytes = deque(), deque(), 0
+            else:
+                popleft, pop_size = buf.popleft, sizes.popleft
+                items = [popleft() for _ in range(n)]
+                self.buf_bytes -= sum(pop_size() for _ in range(n))
             self.signaled = False
-        self.next_flush = now + self.interval * random.uniform(0.9, 1.1)
-        lines: list[bytes] = []
+        if not n:
+            return
+        try:
+            encoded = self.encode_batch(items)
+        except Exception:  # noqa: BLE001 - one bad item never stops the sender: one at a time
+            encoded = [self._encode_one(item) for item in items]
+        del items  # the snapshots go now, on this thread
         failed = 0
-        for item in items:
-            try:
-                line = self.encode(item)
-            except Exception as exc:  # noqa: BLE001 - one bad item never stops the sender
-                _diag.diag(
-                    logging.WARNING, f"encode:{self.label}",
-                    "tblog: could not encode an event for %s (%s); dropped it",
-                    self.datasource, type(exc).__name__,
-                )  # fmt: skip
-                line = None
+        draft, size, cap = self.draft, self.draft_bytes, opts.max_batch_bytes
+        for line in encoded:
             if line is None:
                 failed += 1
-            else:
-                lines.append(line)
+                continue
+            if draft and size + len(line) + 1 > cap:
+                self.pending.append(Batch(draft))
+                draft, size = [], 0
+            draft.append(line)
+            size += len(line) + 1
+        self.draft, self.draft_bytes = draft, size
         if failed:
             self._settle(failed, lost=True, reason="encode_error")
-        batch: list[bytes] = []
-        batch_bytes = 0
-        for line in lines:
-            if batch and batch_bytes + len(line) + 1 > opts.max_batch_bytes:
-                self.pending.append(Batch(batch))
-                batch, batch_bytes = [], 0
-            batch.append(line)
-            batch_bytes += len(line) + 1
-        if batch:
-            self.pending.append(Batch(batch))
+
+    def _close_draft(self, now: float) -> None:
+        """The draft becomes the next batch to send; the next one may fill for an interval."""
+        if self.draft:
+            self.pending.append(Batch(self.draft))
+            self.draft, self.draft_bytes = [], 0
+        self.next_flush = now + self.interval * random.uniform(0.9, 1.1)
+
+    def _take(self, now: float) -> None:
+        """Everything buffered, up to a batch, into ``pending`` now (spool and exit paths)."""
+        self._fill()
+        self._close_draft(now)
+
+    def _unbatched(self) -> int:
+        """Events put but in no batch yet: buffered or in the draft."""
+        return len(self.buf) + len(self.draft)
+
+    def _encode_one(self, item: Any) -> bytes | None:
+        try:
+            return self.encode(item)
+        except Exception as exc:  # noqa: BLE001 - one bad item never stops the sender
+            _diag.diag(
+                logging.WARNING, f"encode:{self.label}",
+                "tblog: could not encode an event for %s (%s); dropped it",
+                self.datasource, type(exc).__name__,
+            )  # fmt: skip
+            return None
 
     def _settle(self, n: int, *, lost: bool, reason: str = "") -> None:
         with self.lock:
@@ -264,14 +324,15 @@ class Channel:
         if not self.pending and self.spool is not None and now >= self.ready_at(now):
             self._replay_next()
         if not self.pending:
-            n = len(self.buf)
-            if n and (
-                n >= opts.batch_size
+            if self.buf and len(self.draft) < opts.batch_size:
+                self._fill()
+            if self.draft and (
+                len(self.draft) >= opts.batch_size
                 or now >= self.next_flush
                 or closing
-                or self.flush_upto > self.enqueued - n
+                or self.flush_upto > self.enqueued - self._unbatched()
             ):
-                self._take(now)
+                self._close_draft(now)
             elif now >= self.next_flush:
                 self.next_flush = now + self.interval
         if self.pending:
@@ -281,13 +342,13 @@ class Channel:
                     self._spool_while_waiting(now)
                 return ready
             self._attempt(now, transport, closing, deadline)
-            return (
-                time.monotonic()
-                if (self.pending or len(self.buf) >= opts.batch_size)
-                else (self.next_flush)
-            )
-        n = len(self.buf)
-        if n >= opts.batch_size or (n and self.flush_upto > self.enqueued - n):
+            now = time.monotonic()
+            if self.pending:
+                return now
+        unbatched = self._unbatched()
+        if len(self.buf) >= self.wake_at or (
+            unbatched and self.flush_upto > self.enqueued - unbatched
+        ):
             return now
         return self.next_flush
 
@@ -559,10 +620,11 @@ class Channel:
     def drop_remaining(self, reason: str) -> int:
         """Count everything still buffered or pending as dropped (at the end of shutdown)."""
         with self.lock:
-            n = len(self.buf) + sum(b.count for b in self.pending)
+            n = self._unbatched() + sum(b.count for b in self.pending)
             self.buf.clear()
             self.sizes.clear()
             self.buf_bytes = 0
+            self.draft, self.draft_bytes = [], 0
             self.pending.clear()
         if n:
             self._settle(n, lost=True, reason=reason)
@@ -583,7 +645,7 @@ class Channel:
                 "dropped": dropped,
                 "dropped_total": sum(dropped.values()),
                 "retries": self.retries,
-                "queue_depth": len(self.buf) + sum(b.count for b in self.pending),
+                "queue_depth": self._unbatched() + sum(b.count for b in self.pending),
                 "queue_bytes": self.buf_bytes,
                 "successful_rows": self.successful_rows,
                 "quarantined_rows": self.quarantined_rows,
@@ -652,6 +714,14 @@ class Sender:
         return thread is not None and thread.is_alive()
 
     def _run(self) -> None:
+        ident = threading.get_ident()
+        busy_threads[ident] = True
+        try:
+            self._loop()
+        finally:
+            busy_threads.pop(ident, None)
+
+    def _loop(self) -> None:
         while True:
             try:
                 self.wake.clear()
@@ -805,4 +875,5 @@ def _at_exit() -> None:
 
 atexit.register(_at_exit)
 if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=busy_threads.clear)
     os.register_at_fork(after_in_child=_sender.after_fork_in_child)

@@ -187,6 +187,11 @@ def _as_id(value: object, name: str) -> str:
     return value
 
 
+#: ``(trace_id, span_id, bound_fields)`` of the current context, without the OpenTelemetry
+#: check of ``capture`` (internal, hot path: callers check that OpenTelemetry is not imported).
+current: Callable[[], Context] = _ctx.get
+
+
 def capture() -> tuple[str, str, Mapping[str, Any]]:
     """Return ``(trace_id, span_id, bound_fields)`` of the current context (internal, hot path).
 

@@ -20,6 +20,7 @@ import logging
 import logging.handlers
 import os
 import queue as _queue
+import sys
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
@@ -28,8 +29,12 @@ from typing import Any
 from tblog import _config, context
 from tblog._encode import jsonable
 from tblog._event import (
+    BASE_ATTRS,
     CTX_ATTR,
     EXC_ATTR,
+    FMT_NONE,
+    FMT_PLAIN,
+    SNAPSHOT_OVERHEAD,
     EventBuilder,
     clone,
     exc_of,
@@ -39,20 +44,17 @@ from tblog._event import (
     snapshot,
 )
 from tblog._redact import build_redactor
-from tblog._sender import Channel, get_sender, holds_logging_lock
+from tblog._sender import Channel, busy_threads, get_sender, holds_logging_lock
 
 __all__ = ["TinybirdLoggingHandler", "TinybirdLoggingQueueHandler", "TinybirdQueueListener"]
 
+_OTEL = "opentelemetry.trace"  # imported: an OpenTelemetry span may be current (context.capture)
+_current = context.current
 
-#: The re-entry guard: idents of the threads inside a tblog ``emit()`` right now.  A record
-#: logged while its own snapshot is taken (a ``__str__`` that logs) is refused, not looped on.
-#: Per-thread state kept in a set: adding and discarding an ident costs a fraction of writing
-#: a ``threading.local`` attribute, and the set is emptied in a forked child (idents are reused).
-_busy: set[int] = set()
+
+_get_ident = threading.get_ident
+_modules = sys.modules
 _IGNORE_CACHE_MAX = 4096
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_busy.clear)
 
 
 class _Filtering:
@@ -67,7 +69,7 @@ class _Filtering:
         self.ignored = 0
 
     def _refuses(self, record: logging.LogRecord, ident: int) -> bool:
-        if ident in _busy or ident == get_sender().thread_ident:
+        if ident in busy_threads:
             return True
         refused = self._ignore_cache.get(record.name)
         return self._refused_name(record.name) if refused is None else refused
@@ -98,7 +100,7 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
         ds_name: str = "tb_logs",
         *,
         level: int | str = logging.NOTSET,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         flush_interval: float = 1.0,
         max_buffer_size: int = 100_000,
         max_buffer_bytes: int = 64 * 1024 * 1024,
@@ -178,11 +180,15 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
             datasource=self.ds_name,
             options=self.options,
             encode=self._builder.encode,
+            encode_batch=self._builder.encode_batch,
             label=f"{self.app_name}:{self.ds_name}",
         )
         self.api_url = target.api_url
+        self._keep_args = self.schema == "tinybird-python-sdk"
         self._fmt_seen: logging.Formatter | None = None
-        self._fmt_kind = 0
+        self._fmt_kind = FMT_NONE
+        self._plain: logging.Formatter | None = None
+        self._fast = not self._keep_args
         self._closed = False
 
     def __repr__(self) -> str:
@@ -208,8 +214,8 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            ident = threading.get_ident()
-            if ident in _busy or ident == self._sender.thread_ident:
+            ident = _get_ident()
+            if ident in busy_threads:  # the sender thread, or a record logged by a snapshot
                 self.ignored += 1
                 return
             refused = self._ignore_cache.get(record.name)
@@ -223,16 +229,42 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
                 return
             formatter = self.formatter
             if formatter is not self._fmt_seen:
-                self._fmt_kind = formatter_kind(formatter)
-                self._fmt_seen = formatter
-            _busy.add(ident)
-            try:
-                snap, size = snapshot(record, self._fmt_kind, formatter)
-            finally:
-                _busy.discard(ident)
+                self._see_formatter(formatter)
+            if self._fast and not record.exc_info and not record.exc_text:
+                # ``snapshot()`` for the common record, inline: see ``_event.Snapshot``
+                snap = record.__dict__.copy()
+                busy_threads[ident] = True  # the re-entry guard (see busy_threads)
+                try:
+                    message = record.getMessage()
+                except Exception:  # noqa: BLE001 - bad %-args must not lose the record
+                    message = get_message(record)
+                finally:
+                    del busy_threads[ident]
+                snap["msg"] = message
+                snap["args"] = None
+                ctx = snap.get(CTX_ATTR)
+                if ctx is None:
+                    ctx = context.capture() if _OTEL in _modules else _current()
+                snap["exc_text"] = ctx
+                snap["exc_info"] = self._plain
+                size = SNAPSHOT_OVERHEAD + len(message) + 100 * (len(snap) - BASE_ATTRS)
+            else:
+                busy_threads[ident] = True
+                try:
+                    snap, size = snapshot(record, self._fmt_kind, formatter, self._keep_args)
+                finally:
+                    del busy_threads[ident]
             self._channel.put(snap, size, record.process)
         except Exception:  # noqa: BLE001 - never raise into the application
             self.handleError(record)
+
+    def _see_formatter(self, formatter: logging.Formatter | None) -> None:
+        """A new formatter: decide once how its records are snapshotted."""
+        kind = formatter_kind(formatter)
+        self._fmt_kind = kind
+        self._plain = formatter if kind == FMT_PLAIN else None
+        self._fast = not self._keep_args and kind in (FMT_NONE, FMT_PLAIN)
+        self._fmt_seen = formatter
 
     # -- control -----------------------------------------------------------------------
 

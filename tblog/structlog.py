@@ -45,7 +45,7 @@ from tblog._event import (
     new_event_id,
 )
 from tblog._redact import build_redactor
-from tblog._sender import Channel, get_sender, holds_logging_lock
+from tblog._sender import Channel, busy_threads, get_sender, holds_logging_lock
 
 try:
     import structlog as _structlog
@@ -189,7 +189,7 @@ class TinybirdProcessor:
         return event_dict
 
     def _ship(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> None:
-        if threading.get_ident() == self._sender.thread_ident:
+        if threading.get_ident() in busy_threads:
             self.ignored += 1  # the sender's own HTTP stack, through a ProcessorFormatter
             return
         if self._closed:
