@@ -28,7 +28,16 @@ try:  # the fast path; the stdlib json is the fallback
 except ImportError:  # pragma: no cover - orjson is a dependency on CPython
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["MAX_DEPTH", "dumps", "dumps_raw", "gzip_bytes", "jsonable", "shrink_event", "to_text"]
+__all__ = [
+    "MAX_DEPTH",
+    "Fragment",
+    "dumps",
+    "dumps_raw",
+    "gzip_bytes",
+    "jsonable",
+    "shrink_event",
+    "to_text",
+]
 
 MAX_DEPTH = 32
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
@@ -119,6 +128,11 @@ def _dumps_std(value: Any) -> bytes:
     return json.dumps(
         value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default
     ).encode("utf-8")
+
+
+#: orjson's ``Fragment`` (already encoded JSON that ``dumps_raw`` copies as it is), or None
+#: without orjson: then nothing may use it, and ``dumps_raw`` is only ``dumps``.
+Fragment: Any = getattr(_orjson, "Fragment", None)
 
 
 def _dumps_fallback(value: Any) -> bytes:

@@ -22,11 +22,11 @@ import random
 import socket
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from tblog import context
-from tblog._encode import dumps, dumps_raw, shrink_event, to_text
+from tblog._encode import Fragment, dumps, dumps_raw, shrink_event, to_text
 from tblog._redact import Redactor
 
 # Attributes every LogRecord has (plus the ones formatters add, and tblog's own
@@ -204,6 +204,12 @@ _ID_FIELDS = frozenset(("trace_id", "span_id", "event_id", "timestamp", "created
 
 _ts_cache: dict[int, str] = {}
 _HEADS_MAX = 4096  # cached event heads per builder (call site x thread x process)
+#: The extra attribute names of a snapshot, a getter of their values (a tuple, one longer
+#: than the names) and whether one of the names is a secret's.
+_Extras = tuple[tuple[str, ...], "Callable[[Snapshot], tuple[Any, ...]] | None", bool]
+_SCALARS = frozenset((int, float, bool, type(None)))
+_DIGITS3 = tuple(f"{i:03d}" for i in range(1000))  # microseconds, three digits at a time
+_HEX2 = tuple(f"{i:02x}" for i in range(256))  # the last byte of an event id
 #: The record fields a head is made of, read in one call (KeyError: not a full record).
 _SHAPE_OF = operator.itemgetter(
     "name",
@@ -309,7 +315,8 @@ class EventBuilder:
         self.schema = schema
         self.static_fields = dict(static_fields)
         self.max_event_bytes = max_event_bytes
-        self._heads: dict[tuple[Any, ...], bytes] = {}
+        self._heads: dict[tuple[Any, ...], Any] = {}  # orjson Fragments
+        self._extras: dict[tuple[str, ...], _Extras] = {}  # by the snapshot's attribute names
 
     def encode(self, snap: Snapshot) -> bytes | None:
         """One JSON line for ``snap`` (shrunk to ``max_event_bytes``), or None when impossible."""
@@ -323,16 +330,16 @@ class EventBuilder:
         *tail* encoded by orjson; messages are screened for secrets once per batch.  Any
         other snapshot, or a common one that does not fit this path, takes ``_encode_one``.
         """
-        if self.schema != "tblog":
+        if self.schema != "tblog" or Fragment is None:
             return [self._encode_one(a) for a in snaps]
         redactor = self.redactor
         flags = None
         if redactor is not None:
             flags = redactor.screen([m if type(m := a.get("msg")) is str else "" for a in snaps])
-        heads, shape_of, plain_len = self._heads, _SHAPE_OF, BASE_ATTRS
-        static, limit = self.static_fields, self.max_event_bytes
-        id_prefix, id_counter = _ids.prefix, _ids.counter
-        last_sec, prefix = -1, ""
+        heads, shape_of, plain_len, extras = self._heads, _SHAPE_OF, BASE_ATTRS, self._extras
+        static, limit, scalars = self.static_fields, self.max_event_bytes, _SCALARS
+        id_prefix, id_counter, id_block, last_hi = _ids.prefix, _ids.counter, "", -1
+        last_sec, prefix, digits = -1, "", _DIGITS3
         out: list[bytes | None] = []
         for i, a in enumerate(snaps):
             if a.get("exc_info") or FMT_KEY in a or a.get("stack_info"):
@@ -340,54 +347,87 @@ class EventBuilder:
                 continue
             try:
                 shape = shape_of(a)
-                head = heads.get(shape)
-                if head is None:
-                    head = self._new_head(a, shape)
+                head = heads.get(shape) or self._new_head(a, shape)
                 created = a["created"]
                 sec = int(created)
                 micros = int((created - sec) * 1_000_000 + 0.5)
                 if sec != last_sec or micros >= 1_000_000:
-                    last_sec, prefix = sec, iso_utc(sec)[:-8]
+                    last_sec, prefix = sec, iso_utc(sec)[:-7]  # "...T12:00:00."
                     if micros >= 1_000_000:  # rounds up into the next second
                         last_sec, micros = -1, micros - 1_000_000
-                        prefix = iso_utc(sec + 1)[:-8]
+                        prefix = iso_utc(sec + 1)[:-7]
+                number = next(id_counter)
+                if number >> 8 != last_hi:  # ids come in blocks of 256 that share 40 bits
+                    last_hi = number >> 8
+                    id_block = f"{id_prefix}{last_hi & 0xFFFFFFFFFF:010x}"
                 trace_id, span_id, bound = a["exc_text"]
                 message = a["msg"]
+                secret = False
+                values: tuple[Any, ...] = ()
+                extra: dict[str, Any]
                 if len(a) == plain_len:
-                    extra = {**static, **bound} if (bound or static) else {}
+                    extra = {}
                 else:
-                    keys = extra_keys(a)
-                    extra = {k: a[k] for k in keys}
-                    if bound or static:
-                        extra = {**static, **bound, **extra}
+                    names = tuple(a)
+                    found = extras.get(names) or self._new_extras(names)
+                    keys, getter, secret = found
+                    values = getter(a) if getter is not None else ()
+                    extra = dict(zip(keys, values, strict=False))  # values: one longer
+                if bound or static:
+                    extra = {**static, **bound, **extra}
                 if redactor is not None:
                     if flags is not None and flags[i]:
                         message = redactor.text(message)
-                    if extra:
+                    if secret or bound or static:
                         extra = redactor.flat(extra)
-                tail = {
-                    "timestamp": f"{prefix}.{micros:06d}Z",
+                    else:
+                        for value in values:
+                            t = type(value)
+                            if t not in scalars and (t is not str or len(value) >= 8):
+                                extra = redactor.flat(extra)
+                                break
+                event = {
+                    "level": head,  # the fragment: the level's value and the other head fields
+                    "timestamp": prefix + digits[micros // 1000] + digits[micros % 1000] + "Z",
                     "message": message,
                     "trace_id": trace_id,
                     "span_id": span_id,
-                    "event_id": f"{id_prefix}{next(id_counter) & 0xFFFFFFFFFFFF:012x}",
+                    "event_id": id_block + _HEX2[number & 255],
                     "extra": extra,
                 }
             except (KeyError, TypeError, ValueError):  # a record built in some other way
                 out.append(self._encode_one(a))
                 continue
             try:
-                encoded = dumps_raw(tail)
+                line = dumps_raw(event)
             except Exception:  # noqa: BLE001 - what orjson refuses, the sanitising path takes
-                encoded = dumps(tail)
-            line = head + encoded[1:]
+                out.append(self._encode_one(a))
+                continue
             out.append(line if len(line) <= limit else self._encode_one(a))
         return out
 
-    def _new_head(self, a: Snapshot, shape: tuple[Any, ...]) -> bytes:
+    def _new_extras(self, names: tuple[str, ...]) -> _Extras:
+        """How to read the ``extra=`` attributes of snapshots with these attribute names."""
+        keys = extra_keys(dict.fromkeys(names))
+        # itemgetter of one key returns the value itself: the first key again makes it a tuple
+        getter = operator.itemgetter(*keys, keys[0]) if keys else None
+        secret = self.redactor is not None and any(self.redactor.secret_key(k) for k in keys)
+        if len(self._extras) >= _HEADS_MAX:
+            self._extras.clear()
+        found = self._extras[names] = (keys, getter, secret)
+        return found
+
+    def _new_head(self, a: Snapshot, shape: tuple[Any, ...]) -> Any:
+        """The head of ``a``'s call site as the encoded value of ``"level"``, up to the tail.
+
+        ``{"level": <fragment>, "timestamp": ...}`` then encodes as the whole event in one
+        call: orjson copies a fragment's bytes as they are.
+        """
         if len(self._heads) >= _HEADS_MAX:
             self._heads.clear()
-        head = self._heads[shape] = dumps(self._head(a))[:-1] + b","
+        encoded = dumps(self._head(a))
+        assert encoded.startswith(b'{"level":')  # _head's first field
+        head = self._heads[shape] = Fragment(encoded[len(b'{"level":') : -1])
         return head
 
     def _encode_one(self, snap: Snapshot) -> bytes | None:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tblog import _diag
-from tblog._breaker import CircuitBreaker, Pacer
+from tblog._breaker import OPEN, CircuitBreaker, Pacer
 from tblog._config import Options
 from tblog._encode import gzip_bytes
 from tblog._retry import retry_delay
@@ -148,6 +148,8 @@ class Channel:
         self.settled = 0  # accepted and then delivered or dropped
         self.lost = 0  # accepted and then dropped
         self.flush_upto = 0  # deliver now everything up to this enqueue count
+        self.flush_waiters = 0  # flush() calls waiting for this channel now
+        self.flushes = 0  # flush() calls ever made for this channel
         self.interval = self.options.flush_interval  # stretched while rate limited
         self.next_flush = time.monotonic() + self.options.flush_interval
         self.retry_at = 0.0
@@ -459,6 +461,7 @@ class Channel:
         body = batch.body(opts.gzip)
         if not batch.first_try:
             batch.first_try = now
+        flushes = self.flushes
         self.breaker.before_request(now)
         result = transport.post(
             api_url=self.api_url,
@@ -500,6 +503,10 @@ class Channel:
             self.last_error = result.error
         if result.action == RETRY:
             self._retry_later(batch, result, now, after)
+            if self.flushes != flushes and self.flush_waiters and self.breaker.state == OPEN:
+                # A flush began while this request was out: it ended the waits it found, but
+                # this failure opened the circuit after that.  Its probe is still owed.
+                self.breaker.probe_now()
             return
         if result.action == SPLIT:
             self.breaker.success()
@@ -768,7 +775,19 @@ class Sender:
             with ch.lock:
                 marks.append((ch, ch.enqueued, ch.lost))
                 ch.flush_upto = max(ch.flush_upto, ch.enqueued)
+                ch.flush_waiters += 1
+                ch.flushes += 1
             ch.hurry()  # end a backoff or pacing wait early; an open circuit may probe
+        try:
+            return self._wait_flushed(timeout, targets, marks)
+        finally:
+            for ch in targets:
+                with ch.lock:
+                    ch.flush_waiters -= 1
+
+    def _wait_flushed(
+        self, timeout: float | None, targets: list[Channel], marks: list[tuple[Channel, int, int]]
+    ) -> bool:
         if timeout is None and (self.stopping or holds_logging_lock()):
             # logging.shutdown after our exit hook, or dictConfig: never wait unboundedly
             timeout = max((ch.options.shutdown_timeout for ch in targets), default=0.0)

@@ -96,6 +96,9 @@ class Transport:
         self._session: requests.Session | None = None
         self._env: dict[tuple[str, bool | str], tuple[dict[str, str], bool | str]] = {}
         self.stale_retries = 0  # requests resent at once on a stale pooled connection
+        # Destinations whose last request got an answer on a connection kept alive: only a
+        # request on such a reused connection can meet a "stale" close and be resent at once.
+        self._kept: set[str] = set()
 
     def session(self) -> requests.Session:
         if self._session is None:
@@ -137,8 +140,10 @@ class Transport:
         """Forget the pool without closing it (after fork the sockets belong to the parent)."""
         self._session = None
         self._env = {}
+        self._kept = set()
 
     def close(self) -> None:
+        self._kept = set()
         session, self._session = self._session, None
         if session is not None:
             with contextlib.suppress(Exception):
@@ -173,7 +178,9 @@ class Transport:
                 "could be sent to an impostor. Prefer ca_bundle=<path>",
             )
         proxies, verify = self._settings(api_url, verify)
-        for attempt in (1, 2):
+        for _ in (1, 2):  # a second time only after a stale reused connection
+            reused = api_url in self._kept
+            self._kept.discard(api_url)
             try:
                 response = self.session().post(
                     f"{api_url}/v0/events",
@@ -187,12 +194,14 @@ class Transport:
             except requests.Timeout:
                 return Result(RETRY, reason="timeout", error=f"timed out after {timeout:g}s")
             except requests.ConnectionError as exc:
-                if attempt == 1 and _stale_connection(exc):
+                if reused and _stale_connection(exc):
                     self.stale_retries += 1
                     continue  # a pooled keep-alive connection the server had closed: once more
                 return Result(RETRY, reason="network", error=_network_error(exc))
             except Exception as exc:  # noqa: BLE001 - any client failure is a retryable network error
                 return Result(RETRY, reason="network", error=f"{type(exc).__name__}")
+            if response.headers.get("Connection", "").lower() != "close":
+                self._kept.add(api_url)
             return classify(response, datasource, api_url)
         return Result(RETRY, reason="network", error="connection error")  # pragma: no cover
 

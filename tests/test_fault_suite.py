@@ -8,6 +8,7 @@ Delivery is driven by ``flush()``; waits are made short by the options, never by
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -147,6 +148,15 @@ def test_a_connection_closed_without_an_answer_is_resent_at_once_and_only_once(
     logger.info("third")
     assert handler.flush(0.5) is False
     assert handler.stats()["retries"] == 1
+    assert get_sender().transport.stale_retries == stale_before + 2
+    # After a failure no connection is kept: a reset now is a failure at once, not resent
+    # (a reset storm costs one request per attempt, not two).
+    events_api.fail_next(1, reset=True)
+    assert handler.flush(0.5) is False
+    assert handler.stats()["retries"] == 2
+    assert get_sender().transport.stale_retries == stale_before + 2
+    assert handler.flush(5)
+    _arrived_once(events_api, ["first", "second", "third"])
 
 
 def test_a_dropped_keep_alive_connection_is_not_a_failure(
@@ -306,3 +316,39 @@ def test_one_destination_failing_never_delays_another(
     assert time.monotonic() - started < 2
     assert len(events_api.rows("healthy_ds")) == 51
     assert broken.stats()["queue_depth"] == 51 and broken.stats()["dropped_total"] == 0
+
+
+def test_a_circuit_that_opens_while_flush_waits_is_probed_again(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    # The request that opens the circuit is answered only once flush() has begun (it ended
+    # every wait at its start): the flush must probe again, not sit out the hour-long reset.
+    handler = make_handler(batch_size=1, circuit_breaker_reset=3600, **FAST)
+    logger.addHandler(handler)
+    out, began, arrived = threading.Event(), threading.Event(), []
+
+    def fault(req: Request) -> Fault | None:
+        arrived.append(req)
+        if len(arrived) < 5:
+            return Fault(status=503)
+        if len(arrived) == 5:  # the fifth failure opens the circuit
+            out.set()
+            assert began.wait(10)
+            return Fault(status=503)
+        return None  # the endpoint is back
+
+    events_api.fault = fault
+    logger.info("through the storm")
+    assert out.wait(10)  # the fifth request is out when the flush begins
+    channel = handler._channel  # flush() ends every wait first (hurry), then waits
+    hurry = channel.hurry
+
+    def hurry_then_answer() -> None:
+        hurry()
+        began.set()
+
+    channel.hurry = hurry_then_answer
+    assert handler.flush(5)
+    assert [r["message"] for r in events_api.rows()] == ["through the storm"]
+    stats = handler.stats()
+    assert stats["circuit_trips"] == 1 and stats["circuit_state"] == "closed"
