@@ -22,11 +22,11 @@ import random
 import socket
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from tblog import context
-from tblog._encode import Fragment, dumps, dumps_raw, shrink_event, to_text
+from tblog._encode import Fragment, dumps, json_default, orjson_dumps, shrink_event, to_text
 from tblog._redact import Redactor
 
 # Attributes every LogRecord has (plus the ones formatters add, and tblog's own
@@ -176,6 +176,18 @@ def snapshot(
     return attrs, size
 
 
+def snapshot_size(snap: Snapshot) -> int:
+    """``snapshot``'s memory estimate, from the snapshot alone (for one that crossed a queue)."""
+    size = SNAPSHOT_OVERHEAD + 100 * max(0, len(snap) - BASE_ATTRS)
+    for text in (snap.get("msg"), snap.get(FMT_KEY)):
+        if isinstance(text, str):
+            size += len(text)
+    exc = snap_exc(snap)
+    if exc is not None:
+        size += len(exc.stacktrace) + len(exc.message)
+    return size
+
+
 def snap_exc(snap: Snapshot) -> ExcInfo | None:
     """The exception a snapshot carries, as text (None: it carries none)."""
     exc = snap.get("exc_info")
@@ -204,12 +216,14 @@ _ID_FIELDS = frozenset(("trace_id", "span_id", "event_id", "timestamp", "created
 
 _ts_cache: dict[int, str] = {}
 _HEADS_MAX = 4096  # cached event heads per builder (call site x thread x process)
-#: The extra attribute names of a snapshot, a getter of their values (a tuple, one longer
-#: than the names) and whether one of the names is a secret's.
-_Extras = tuple[tuple[str, ...], "Callable[[Snapshot], tuple[Any, ...]] | None", bool]
+#: The extra attribute names of a snapshot and whether one of them is a secret's.
+_Extras = tuple[tuple[str, ...], bool]
 _SCALARS = frozenset((int, float, bool, type(None)))
-_DIGITS3 = tuple(f"{i:03d}" for i in range(1000))  # microseconds, three digits at a time
+_DIGITS3 = tuple(f"{i:03d}" for i in range(1000))  # milliseconds of a timestamp
+_DIGITS3Z = tuple(f"{i:03d}Z" for i in range(1000))  # its last three digits
 _HEX2 = tuple(f"{i:02x}" for i in range(256))  # the last byte of an event id
+#: The fields of a snapshot that make its tail, or send it down the general path.
+_ROW_OF = operator.itemgetter("exc_info", "stack_info", "created", "msg", "exc_text")
 #: The record fields a head is made of, read in one call (KeyError: not a full record).
 _SHAPE_OF = operator.itemgetter(
     "name",
@@ -330,7 +344,7 @@ class EventBuilder:
         *tail* encoded by orjson; messages are screened for secrets once per batch.  Any
         other snapshot, or a common one that does not fit this path, takes ``_encode_one``.
         """
-        if self.schema != "tblog" or Fragment is None:
+        if self.schema != "tblog" or orjson_dumps is None:
             return [self._encode_one(a) for a in snaps]
         redactor = self.redactor
         flags = None
@@ -338,41 +352,41 @@ class EventBuilder:
             flags = redactor.screen([m if type(m := a.get("msg")) is str else "" for a in snaps])
         heads, shape_of, plain_len, extras = self._heads, _SHAPE_OF, BASE_ATTRS, self._extras
         static, limit, scalars = self.static_fields, self.max_event_bytes, _SCALARS
+        odumps, default = orjson_dumps, json_default
         id_prefix, id_counter, id_block, last_hi = _ids.prefix, _ids.counter, "", -1
-        last_sec, prefix, digits = -1, "", _DIGITS3
+        last_ms, last_sec, second, prefix = -1, -1, "", ""
+        digits, digits_z = _DIGITS3, _DIGITS3Z
+        row_of = _ROW_OF
         out: list[bytes | None] = []
         for i, a in enumerate(snaps):
-            if a.get("exc_info") or FMT_KEY in a or a.get("stack_info"):
-                out.append(self._encode_one(a))
-                continue
             try:
+                exc_info, stack_info, created, message, (trace_id, span_id, bound) = row_of(a)
+                if exc_info or stack_info or FMT_KEY in a:
+                    out.append(self._encode_one(a))
+                    continue
                 shape = shape_of(a)
                 head = heads.get(shape) or self._new_head(a, shape)
-                created = a["created"]
-                sec = int(created)
-                micros = int((created - sec) * 1_000_000 + 0.5)
-                if sec != last_sec or micros >= 1_000_000:
-                    last_sec, prefix = sec, iso_utc(sec)[:-7]  # "...T12:00:00."
-                    if micros >= 1_000_000:  # rounds up into the next second
-                        last_sec, micros = -1, micros - 1_000_000
-                        prefix = iso_utc(sec + 1)[:-7]
+                micros = int(created * 1_000_000 + 0.5)
+                if micros // 1000 != last_ms:  # a new millisecond: "...T12:00:00.123"
+                    last_ms = micros // 1000
+                    if last_ms // 1000 != last_sec:
+                        last_sec = last_ms // 1000
+                        second = iso_utc(last_sec)[:-7]
+                    prefix = second + digits[last_ms % 1000]
                 number = next(id_counter)
                 if number >> 8 != last_hi:  # ids come in blocks of 256 that share 40 bits
                     last_hi = number >> 8
                     id_block = f"{id_prefix}{last_hi & 0xFFFFFFFFFF:010x}"
-                trace_id, span_id, bound = a["exc_text"]
-                message = a["msg"]
                 secret = False
-                values: tuple[Any, ...] = ()
                 extra: dict[str, Any]
                 if len(a) == plain_len:
                     extra = {}
                 else:
                     names = tuple(a)
-                    found = extras.get(names) or self._new_extras(names)
-                    keys, getter, secret = found
-                    values = getter(a) if getter is not None else ()
-                    extra = dict(zip(keys, values, strict=False))  # values: one longer
+                    keys, secret = extras.get(names) or self._new_extras(names)
+                    extra = {}
+                    for key in keys:
+                        extra[key] = a[key]
                 if bound or static:
                     extra = {**static, **bound, **extra}
                 if redactor is not None:
@@ -381,14 +395,14 @@ class EventBuilder:
                     if secret or bound or static:
                         extra = redactor.flat(extra)
                     else:
-                        for value in values:
+                        for value in extra.values():
                             t = type(value)
                             if t not in scalars and (t is not str or len(value) >= 8):
                                 extra = redactor.flat(extra)
                                 break
                 event = {
                     "level": head,  # the fragment: the level's value and the other head fields
-                    "timestamp": prefix + digits[micros // 1000] + digits[micros % 1000] + "Z",
+                    "timestamp": prefix + digits_z[micros % 1000],
                     "message": message,
                     "trace_id": trace_id,
                     "span_id": span_id,
@@ -399,7 +413,7 @@ class EventBuilder:
                 out.append(self._encode_one(a))
                 continue
             try:
-                line = dumps_raw(event)
+                line = odumps(event, default=default)
             except Exception:  # noqa: BLE001 - what orjson refuses, the sanitising path takes
                 out.append(self._encode_one(a))
                 continue
@@ -407,14 +421,12 @@ class EventBuilder:
         return out
 
     def _new_extras(self, names: tuple[str, ...]) -> _Extras:
-        """How to read the ``extra=`` attributes of snapshots with these attribute names."""
+        """The ``extra=`` attribute names among a snapshot's, and whether one names a secret."""
         keys = extra_keys(dict.fromkeys(names))
-        # itemgetter of one key returns the value itself: the first key again makes it a tuple
-        getter = operator.itemgetter(*keys, keys[0]) if keys else None
         secret = self.redactor is not None and any(self.redactor.secret_key(k) for k in keys)
         if len(self._extras) >= _HEADS_MAX:
             self._extras.clear()
-        found = self._extras[names] = (keys, getter, secret)
+        found = self._extras[names] = (keys, secret)
         return found
 
     def _new_head(self, a: Snapshot, shape: tuple[Any, ...]) -> Any:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import logging
 import logging.handlers
 import os
 import queue as _queue
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -32,16 +34,20 @@ from tblog._event import (
     BASE_ATTRS,
     CTX_ATTR,
     EXC_ATTR,
+    FMT_CUSTOM,
     FMT_NONE,
     FMT_PLAIN,
     SNAPSHOT_OVERHEAD,
     EventBuilder,
+    Snapshot,
     clone,
     exc_of,
+    extra_keys,
     extras_of,
     formatter_kind,
     get_message,
     snapshot,
+    snapshot_size,
 )
 from tblog._redact import build_redactor
 from tblog._sender import Channel, busy_threads, get_sender, holds_logging_lock
@@ -266,6 +272,13 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
         self._fast = not self._keep_args and kind in (FMT_NONE, FMT_PLAIN)
         self._fmt_seen = formatter
 
+    def accept(self, snap: Snapshot) -> None:
+        """Buffer a snapshot a ``TinybirdLoggingQueueHandler`` took (the listener's thread)."""
+        if self._closed:
+            self._channel.count_drop("closed")
+            return
+        self._channel.put(snap, snapshot_size(snap), snap.get("process"))
+
     # -- control -----------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
@@ -339,15 +352,34 @@ class TinybirdQueueListener(logging.handlers.QueueListener):
         if thread is not threading.current_thread():
             thread.join(self.stop_timeout)
 
-    def handle(self, record: logging.LogRecord) -> None:
+    def handle(self, record: Any) -> None:
+        if type(record) is dict:  # from a TinybirdLoggingQueueHandler: a snapshot or a marker
+            self._handle_item(record)
+            return
         try:
             super().handle(record)
         except Exception:  # noqa: BLE001 - the listener thread must survive a bad record
             for handler in self.handlers[:1]:
                 handler.handleError(record)
 
+    def _handle_item(self, item: dict[str, Any]) -> None:
+        token = item.get(FLUSH_KEY)
+        if token is not None:
+            done = _flush_marks.pop(token, None)
+            if done is not None:
+                done.set()
+            return
+        for handler in self.handlers:
+            if isinstance(handler, TinybirdLoggingHandler):
+                handler.accept(item)
+                return
+
 
 _listeners: weakref.WeakSet[TinybirdQueueListener] = weakref.WeakSet()
+#: Marks a flush() of a TinybirdLoggingQueueHandler puts on its queue: token -> reached.
+FLUSH_KEY = "_tblog_flush"
+_flush_marks: dict[int, threading.Event] = {}
+_flush_tokens = itertools.count(1)
 
 
 @atexit.register
@@ -398,10 +430,39 @@ class TinybirdLoggingQueueHandler(_Filtering, logging.handlers.QueueHandler):
         self.handler.setFormatter(fmt)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._refuses(record, threading.get_ident()):
-            self.ignored += 1
-            return
-        super().emit(record)
+        """Snapshot the record on the caller's thread and put the snapshot on the queue.
+
+        The queue carries tblog's snapshots (plain dicts, picklable for a
+        ``multiprocessing.Queue``), which this handler's own listener hands to its
+        internal handler: the record is copied once, not prepared and copied again.
+        """
+        try:
+            ident = _get_ident()
+            if self._refuses(record, ident):
+                self.ignored += 1
+                return
+            inner = self.handler
+            formatter = inner.formatter
+            if formatter is not inner._fmt_seen:
+                inner._see_formatter(formatter)
+            kind = inner._fmt_kind
+            if self._cross_process and kind == FMT_PLAIN:
+                kind = FMT_CUSTOM  # a Formatter does not cross a process: its text does
+            busy_threads[ident] = True
+            try:
+                snap, _ = snapshot(record, kind, formatter, inner._keep_args)
+            finally:
+                del busy_threads[ident]
+            if self._cross_process:
+                # Only JSON-able values cross a process boundary safely (pickle may fail
+                # later, on multiprocessing's feeder thread, where the record would be lost).
+                for key in extra_keys(snap):
+                    snap[key] = jsonable(snap[key])
+                trace_id, span_id, bound = snap["exc_text"]
+                snap["exc_text"] = (trace_id, span_id, jsonable(dict(bound)))
+            self.enqueue(snap)
+        except Exception:  # noqa: BLE001 - never raise into the application
+            self.handleError(record)
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """A picklable copy: message merged, exception as text, trace context attached."""
@@ -424,15 +485,37 @@ class TinybirdLoggingQueueHandler(_Filtering, logging.handlers.QueueHandler):
             attrs[CTX_ATTR] = (trace_id, span_id, jsonable(dict(bound)))
         return clone(record, attrs)
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def enqueue(self, record: Any) -> None:
         try:
             self.queue.put_nowait(record)
         except _queue.Full:
             self.handler._channel.count_drop("queue_full")
 
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
-        """Deliver what the listener's handler buffered; True when all of it arrived."""
-        return self.handler.flush(timeout)
+        """Deliver what was logged through this handler before the call, queue included.
+
+        A mark goes on the queue after this process's records; once the listener reaches
+        it, the internal handler delivers.  True when all of it arrived within ``timeout``.
+        """
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        if (
+            os.getpid() == self._owner_pid
+            and not self._closed
+            and self.listener._thread is not None
+            and not holds_logging_lock()
+        ):
+            token = next(_flush_tokens)
+            reached = _flush_marks[token] = threading.Event()
+            try:
+                self.queue.put_nowait({FLUSH_KEY: token})
+            except Exception:  # noqa: BLE001 - a full or closed queue: flush what we have
+                _flush_marks.pop(token, None)
+            else:
+                if not reached.wait(None if deadline is None else deadline - time.monotonic()):
+                    _flush_marks.pop(token, None)
+                    return False
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.handler.flush(remaining)
 
     def stats(self) -> dict[str, Any]:
         stats = self.handler.stats()

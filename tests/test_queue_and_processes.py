@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import queue
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -187,3 +188,38 @@ def test_a_forked_child_never_repeats_its_parents_event_ids() -> None:
     assert len(set(parent + child + later)) == 9
     # the child drew its own random part: not merely the parent's counter run on
     assert {i.rsplit("-", 1)[0] for i in child}.isdisjoint(i.rsplit("-", 1)[0] for i in parent)
+
+
+class _GatedQueue(queue.Queue):  # type: ignore[type-arg]
+    """A queue whose listener gets nothing until a flush() puts its mark."""
+
+    def __init__(self) -> None:
+        super().__init__(-1)
+        self.gate = threading.Event()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        self.gate.wait()
+        return super().get(block, timeout)
+
+    def put_nowait(self, item: Any) -> None:
+        super().put_nowait(item)
+        if isinstance(item, dict) and "_tblog_flush" in item:
+            self.gate.set()
+
+
+def test_flush_covers_the_records_still_in_the_queue(
+    events_api: EventsAPI, logger: logging.Logger
+) -> None:
+    q = _GatedQueue()
+    handler = _queue_handler(events_api, q)
+    logger.addHandler(handler)
+    try:
+        for i in range(50):
+            logger.info("queued %d", i)
+        assert q.qsize() == 50 and events_api.rows() == []
+        assert handler.flush(5)  # the listener only starts on the flush's mark
+        assert [r["message"] for r in events_api.rows()] == [f"queued {i}" for i in range(50)]
+    finally:
+        q.gate.set()
+        handler.close()
+        logger.removeHandler(handler)
