@@ -90,7 +90,7 @@ class Batch:
 
     def body(self, gzipped: bool) -> bytes:
         if self._body is None:
-            raw = b"\n".join(self.lines) + b"\n"
+            raw = b"\n".join([*self.lines, b""])  # one copy of the body, newline-terminated
             self._body = gzip_bytes(raw) if gzipped else raw
         return self._body
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import tblog
+from tblog import _encode
 from tests.eventsapi import EventsAPI
 
 
@@ -61,6 +62,22 @@ def test_requests_are_gzipped_ndjson_with_bearer_token(
     assert stats["enqueued"] == 7 and stats["sent"] == 7 and stats["batches"] == 3
     assert stats["successful_rows"] == 7 and stats["dropped_total"] == 0
     assert stats["queue_depth"] == 0 and stats["bytes_sent"] > 0
+
+
+@pytest.mark.parametrize("backend", ["zlib", "isal"])
+def test_both_gzip_backends_make_standard_gzip(backend: str, monkeypatch: Any) -> None:
+    if backend == "isal":
+        pytest.importorskip("isal")
+        monkeypatch.setenv("TBLOG_GZIP", "")
+    else:
+        monkeypatch.setenv("TBLOG_GZIP", "zlib")
+    module = _encode._isal()
+    assert (module is None) == (backend == "zlib")
+    monkeypatch.setattr(_encode, "_fast_gzip", module)
+    body = b"\n".join(b'{"n":%d,"message":"same text again"}' % i for i in range(5000)) + b"\n"
+    packed = _encode.gzip_bytes(body)
+    assert gzip.decompress(packed) == body  # what any Events API server reads
+    assert len(packed) * 10 < len(body)
 
 
 def test_exception_is_structured(
