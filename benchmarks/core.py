@@ -1,19 +1,25 @@
 """Caller cost, end-to-end CPU, exit delivery and behaviour under failure, side by side.
 
 Every figure is a ratio over the cost of the same ``logger.info(...)`` call with a
-``logging.NullHandler``, measured in the same run.  Candidates are interleaved round by round
+``logging.NullHandler``.  Candidates (``benchmarks.candidates``) are interleaved round by round
 and the median round is reported, so machine noise hits all of them alike.  HTTP goes to a
 sink in its own process on 127.0.0.1 (``benchmarks.sink``), so its parsing is not charged to
 the process under measurement.
+
+The healthy caller-cost table runs in this process.  Everything that leaves background work
+behind (a shipper retrying against a failing endpoint, a burst being delivered, a process
+exiting) runs in a child process of its own (``benchmarks.isolated``), one per candidate and
+measurement, with the same method for tblog and for every peer; the child measures its own
+``NullHandler`` baseline, so its ratios do not depend on the state of this process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import logging
-import logging.handlers
 import os
-import queue
 import resource
 import socket
 import statistics
@@ -22,15 +28,12 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-import requests
-
-import tblog
-
-Factory = Callable[[str], tuple[logging.Handler, Callable[[], None]]]
+from benchmarks.candidates import CANDIDATES, Built, not_available
 
 
 @dataclass
@@ -38,12 +41,39 @@ class Sink:
     proc: subprocess.Popen[str]
     url: str
 
-    def rows(self) -> int:
-        return int(requests.get(f"{self.url}/count", timeout=5).json()["rows"])
+    def counts(self) -> dict[str, Any]:
+        return SinkCounter(self.url).counts()
+
+    def rows(self, protocol: str | None = None) -> int:
+        return SinkCounter(self.url).rows(protocol)
+
+    def requests(self, protocol: str) -> int:
+        return int(self.counts()["requests"][protocol])
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(5)
+
+
+class SinkCounter:
+    """Reads the sink's counters over one keep-alive connection (cheap enough to poll)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, 5)
+
+    def counts(self) -> dict[str, Any]:
+        try:
+            self.conn.request("GET", "/count")
+            return dict(json.loads(self.conn.getresponse().read()))
+        except (OSError, http.client.HTTPException):
+            self.conn.close()  # reconnect once
+            self.conn.request("GET", "/count")
+            return dict(json.loads(self.conn.getresponse().read()))
+
+    def rows(self, protocol: str | None = None) -> int:
+        counts = self.counts()
+        return int(counts["rows"] if protocol is None else counts["protocols"][protocol])
 
 
 @contextlib.contextmanager
@@ -67,62 +97,19 @@ def refused_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
-TOKEN = "p.benchmark-token-0123456789abcdef"
+def quiet_root() -> None:
+    """Give the root logger a handler, as an application that configured logging has.
+
+    The Tinybird SDK calls ``logging.info(...)`` on every flush; with no handler on the root
+    logger that call runs ``logging.basicConfig()``, which would start printing every later
+    propagated record (the peers' own diagnostics included) to stderr for the rest of the run.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
 
 
-def _null(url: str) -> tuple[logging.Handler, Callable[[], None]]:
-    return logging.NullHandler(), lambda: None
-
-
-def _stdlib_queue(url: str) -> tuple[logging.Handler, Callable[[], None]]:
-    q: queue.Queue[Any] = queue.Queue(-1)
-    listener = logging.handlers.QueueListener(q, logging.NullHandler())
-    listener.start()
-    return logging.handlers.QueueHandler(q), listener.stop
-
-
-def _tblog(url: str) -> tuple[logging.Handler, Callable[[], None]]:
-    h = tblog.TinybirdLoggingHandler(url, TOKEN, "bench", max_retries=0, timeout=2.0)
-    return h, h.close
-
-
-def _tblog_queue(url: str) -> tuple[logging.Handler, Callable[[], None]]:
-    h = tblog.TinybirdLoggingQueueHandler(queue.Queue(-1), url, TOKEN, "bench", max_retries=0)
-    return h, h.close
-
-
-def _tinybird_sdk(url: str) -> tuple[logging.Handler, Callable[[], None]]:
-    from tb.logger import TinybirdLoggingHandler  # the SDK's code order: (token, api_url, ...)
-
-    h = TinybirdLoggingHandler(TOKEN, url, "bench")
-    return h, h.close
-
-
-def _otel(url: str) -> tuple[logging.Handler, Callable[[], None]]:
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-
-    provider = LoggerProvider()
-    provider.add_log_record_processor(
-        BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{url}/v1/logs"))
-    )
-    return LoggingHandler(logger_provider=provider), provider.shutdown
-
-
-CANDIDATES: dict[str, Factory] = {
-    "logging.NullHandler": _null,
-    "stdlib QueueHandler + QueueListener": _stdlib_queue,
-    "tblog TinybirdLoggingHandler": _tblog,
-    "tblog TinybirdLoggingQueueHandler": _tblog_queue,
-    "Tinybird SDK TinybirdLoggingHandler": _tinybird_sdk,
-    "OpenTelemetry LoggingHandler + BatchLogRecordProcessor": _otel,
-}
-# One synchronous HTTP request per record: measured on fewer calls.
-SLOW = {"Tinybird SDK TinybirdLoggingHandler"}
-
-
-def _logger(handler: logging.Handler) -> logging.Logger:
+def logger_for(handler: logging.Handler) -> logging.Logger:
     log = logging.getLogger(f"bench.{id(handler)}")
     log.handlers = [handler]
     log.propagate = False
@@ -130,8 +117,13 @@ def _logger(handler: logging.Handler) -> logging.Logger:
     return log
 
 
-def _calls(log: logging.Logger, n: int) -> tuple[float, float]:
-    """(wall seconds, caller-thread CPU seconds) per ``logger.info`` call over ``n`` calls.
+def target_of(built: Built, api: str) -> Any:
+    """What the measured call is made on: a logger around a handler, or a structlog logger."""
+    return logger_for(built.target) if api == "logging" else built.target
+
+
+def calls(target: Any, api: str, n: int) -> tuple[float, float]:
+    """(wall seconds, caller-thread CPU seconds) per call over ``n`` calls.
 
     Wall time includes time the caller waited for the GIL while a background thread
     (tblog's sender, a QueueListener, OTel's exporter) did its share: that work is charged
@@ -139,18 +131,24 @@ def _calls(log: logging.Logger, n: int) -> tuple[float, float]:
     """
     user = 42
     start, cpu = time.perf_counter(), time.thread_time()
-    for i in range(n):
-        log.info("user %s logged in", user, extra={"request_id": "r-1234", "attempt": i})
+    if api == "logging":
+        for i in range(n):
+            target.info("user %s logged in", user, extra={"request_id": "r-1234", "attempt": i})
+    else:
+        for i in range(n):
+            target.info("user logged in", user=user, request_id="r-1234", attempt=i)
     return (time.perf_counter() - start) / n, (time.thread_time() - cpu) / n
 
 
-def _settle(handler: logging.Handler) -> None:
-    """Between rounds: let buffered work finish so it is not charged to the next candidate."""
-    flush = getattr(handler, "flush", None)
-    if isinstance(handler, (tblog.TinybirdLoggingHandler, tblog.TinybirdLoggingQueueHandler)):
-        handler.flush(30)
-    elif flush is not None:
-        flush()
+def slow_calls(calls: int) -> int:
+    """Calls per round for a candidate that does one synchronous request per record."""
+    return max(50, calls // 50)
+
+
+def synchronous_failing_calls(calls: int) -> int:
+    """Calls per round for a handler that makes its request on the caller's thread, against a
+    failing endpoint (each call waits for its own failed attempts)."""
+    return max(12, calls // 200)
 
 
 @dataclass
@@ -159,6 +157,8 @@ class Result:
     seconds: list[float] = field(default_factory=list)  # caller-thread CPU per call
     wall: list[float] = field(default_factory=list)  # wall time per call
     error: str = ""
+    logged: int = 0  # calls made, over all rounds
+    delivered: int | None = None  # of those, rows the sink counted (None: ships nothing)
 
     @property
     def median(self) -> float:
@@ -169,92 +169,180 @@ class Result:
         return statistics.median(self.wall) if self.wall else float("nan")
 
 
-def caller_cost(url: str, names: list[str], calls: int, rounds: int) -> dict[str, Result]:
-    built: dict[str, tuple[logging.Handler, Callable[[], None]]] = {}
-    results = {name: Result(name) for name in names}
-    for name in names:
+def caller_cost(url: str, keys: list[str], calls_per_round: int, rounds: int) -> dict[str, Result]:
+    """Caller cost of each candidate in this process, against a healthy sink.
+
+    Between rounds every candidate is settled (its buffered work delivered, with the library's
+    own flush) so that its background work is not charged to the next candidate, and the rows
+    the sink counted for it are added up: a handler that drops under this load shows it.
+    """
+    quiet_root()
+    counter = SinkCounter(url)
+    built: dict[str, Built] = {}
+    results = {key: Result(CANDIDATES[key].name) for key in keys}
+    for key in keys:
         try:
-            built[name] = CANDIDATES[name](url)
+            built[key] = CANDIDATES[key].build(url, 0)
         except Exception as exc:  # noqa: BLE001 - a peer that is not installed is reported
-            results[name].error = f"n/a ({type(exc).__name__}: {exc})"[:120]
+            results[key].error = not_available(exc)
     for _ in range(rounds):
-        for name, (handler, _) in built.items():
-            n = max(50, calls // 50) if name in SLOW else calls
-            log = _logger(handler)
-            wall, cpu = _calls(log, n)
-            results[name].wall.append(wall)
-            results[name].seconds.append(cpu)
-            _settle(handler)
-    for _, cleanup in built.values():
+        for key, b in built.items():
+            cand = CANDIDATES[key]
+            n = slow_calls(calls_per_round) if cand.slow else calls_per_round
+            res = results[key]
+            before = counter.rows(cand.protocol) if cand.protocol else 0
+            wall, cpu = calls(target_of(b, cand.api), cand.api, n)
+            res.wall.append(wall)
+            res.seconds.append(cpu)
+            res.logged += n
+            b.settle()
+            if cand.protocol:
+                res.delivered = (res.delivered or 0) + counter.rows(cand.protocol) - before
+    for b in built.values():
         with contextlib.suppress(Exception):
-            cleanup()
+            b.close()
     return results
 
 
-def end_to_end(url: str, s: Sink, events: int, threads: int) -> tuple[float, float, bool]:
-    """(process CPU seconds per delivered event, events/s delivered, all arrived?)."""
-    # The whole burst is buffered at once: size the buffer for it (this row measures CPU).
-    handler = tblog.TinybirdLoggingHandler(
-        url, TOKEN, "bench", max_buffer_size=10 * events, max_buffer_bytes=2**31
-    )
-    log = _logger(handler)
-    before_rows = s.rows()
-    per_thread = events // threads
-
-    def work() -> None:
-        for i in range(per_thread):
-            log.info("user %s logged in", 42, extra={"request_id": "r-1234", "attempt": i})
-
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    delivered = handler.flush(120)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    handler.close()
-    n = per_thread * threads
-    arrived = s.rows() - before_rows
-    return cpu / n, n / wall, delivered and arrived == n
+# -- measurements in a child process (benchmarks.isolated) ----------------------------------
 
 
-_EXIT_CHILD = textwrap.dedent(
+def isolated(args: list[str], timeout: float) -> dict[str, Any]:
+    """Run ``python -m benchmarks.isolated ARGS`` and return the JSON it prints.
+
+    A child that does not finish within ``timeout`` is killed: ``{"timeout": True}``.
     """
-    import logging, queue, sys
-    kind, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    token = "p.benchmark-token-0123456789abcdef"
-    if kind == "tblog":
-        import tblog
-        handler = tblog.TinybirdLoggingHandler(url, token, "exit")
-    elif kind == "tblog-queue":
-        import tblog
-        handler = tblog.TinybirdLoggingQueueHandler(queue.Queue(-1), url, token, "exit")
-    else:
-        from multiprocessing import Queue
-        from tb.logger import TinybirdLoggingQueueHandler
-        handler = TinybirdLoggingQueueHandler(Queue(-1), token, url, "exit")
-    log = logging.getLogger("exit")
-    log.setLevel(logging.INFO)
-    log.addHandler(handler)
-    for i in range(n):
-        log.info("record %d", i)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.isolated", *args],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"timeout": True}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"n/a (child failed: {tail})"[:160]}
+    return dict(json.loads(lines[-1]))
+
+
+@dataclass
+class FailureResult:
+    name: str
+    ratio: float = float("nan")  # caller-thread CPU, over the child's NullHandler call
+    wall_ratio: float = float("nan")
+    longest: float = float("nan")  # seconds, the longest single call at first contact
+    requests: int | None = None  # requests the sink saw from the candidate (429 storm only)
+    error: str = ""
+
+
+def caller_cost_failing(
+    key: str,
+    url: str,
+    calls_per_round: int,
+    rounds: int,
+    stuck: float,
+    storm: Sink | None = None,
+) -> FailureResult:
+    """Caller cost of one candidate against a failing endpoint, in a child process.
+
+    A single call that has not returned after ``stuck`` seconds ends the child (and the row).
     """
-)
-
-
-def exit_share(s: Sink, kind: str, n: int) -> float | None:
-    before = s.rows()
-    proc = subprocess.run(
-        [sys.executable, "-c", _EXIT_CHILD, kind, s.url, str(n)],
-        capture_output=True, text=True, timeout=300, check=False,
+    cand = CANDIDATES[key]
+    res = FailureResult(cand.name)
+    before = storm.requests(cand.protocol) if storm and cand.protocol else 0
+    n = synchronous_failing_calls(calls_per_round) if cand.synchronous else calls_per_round
+    out = isolated(
+        ["caller", key, url, "--calls", str(n), "--base-calls", str(calls_per_round),
+         "--rounds", str(rounds), "--stuck", str(stuck)],
+        timeout=60 + 10 * stuck,
     )  # fmt: skip
-    if proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr:
-        return None
+    if storm and cand.protocol:
+        res.requests = storm.requests(cand.protocol) - before
+    if out.get("timeout"):
+        res.error = f"n/a (did not finish within {60 + 10 * stuck:g} s)"
+    elif "stuck" in out:
+        res.error = f"a call had not returned after {stuck:g} s"
+    elif "error" in out:
+        res.error = str(out["error"])
+    else:
+        base, base_wall = statistics.median(out["base_cpu"]), statistics.median(out["base_wall"])
+        res.ratio = statistics.median(out["cpu"]) / base
+        res.wall_ratio = statistics.median(out["wall"]) / base_wall
+        res.longest = float(out["longest"])
+    return res
+
+
+@dataclass
+class EndToEnd:
+    name: str
+    threads: int
+    ratios: list[float] = field(default_factory=list)  # process CPU per delivered event / null
+    rates: list[float] = field(default_factory=list)  # events/s delivered
+    sent: int = 0
+    arrived: list[int] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios) if self.ratios else float("nan")
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates) if self.rates else float("nan")
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.arrived) and all(a == self.sent for a in self.arrived)
+
+
+def end_to_end(
+    keys: list[str], s: Sink, events: int, threads: int, rounds: int, quiet: float
+) -> dict[str, EndToEnd]:
+    """Process CPU per delivered event and events/s delivered, each candidate in a child.
+
+    The child logs ``events`` records from ``threads`` threads, settles with the library's own
+    flush, then polls the sink until every event is counted or none arrived for ``quiet``
+    seconds; CPU and wall stop at the last arrival.  Rounds interleave the candidates.
+    """
+    results = {key: EndToEnd(CANDIDATES[key].name, threads) for key in keys}
+    for _ in range(rounds):
+        for key in keys:
+            res = results[key]
+            if res.error:
+                continue
+            n = slow_calls(events) if CANDIDATES[key].slow else events
+            out = isolated(
+                ["e2e", key, s.url, "--events", str(n), "--base-events", str(events),
+                 "--threads", str(threads), "--quiet", str(quiet)],
+                timeout=600,
+            )  # fmt: skip
+            if out.get("timeout"):
+                res.error = "n/a (did not finish within 600 s)"
+            elif "error" in out:
+                res.error = str(out["error"])
+            else:
+                res.sent = int(out["sent"])
+                res.arrived.append(int(out["arrived"]))
+                if out["arrived"]:
+                    res.ratios.append(out["cpu_per_event"] / out["base_cpu_per_call"])
+                    res.rates.append(out["rate"])
+    return results
+
+
+def exit_share(s: Sink, key: str, n: int) -> float | str:
+    """Share of ``n`` events, logged just before a normal exit without close(), that arrive."""
+    protocol = CANDIDATES[key].protocol
+    before = s.rows(protocol)
+    out = isolated(["exit", key, s.url, "--events", str(n)], timeout=300)
+    if out.get("timeout"):
+        return "n/a (the process did not exit within 300 s)"
+    if "error" in out:
+        return str(out["error"])
     deadline = time.monotonic() + 5
-    while s.rows() - before < n and time.monotonic() < deadline:
+    while s.rows(protocol) - before < n and time.monotonic() < deadline:
         time.sleep(0.1)  # the sink may still be counting the last request
-    return (s.rows() - before) / n
+    return (s.rows(protocol) - before) / n
 
 
 _OUTAGE_CHILD = textwrap.dedent(
@@ -299,6 +387,20 @@ def outage_memory(seconds: float, rate: int, cap: int) -> dict[str, float]:
         "cap_mib": cap / 2**20,
         "dropped": dropped,
     }
+
+
+def burst(log: logging.Logger, per_thread: int, threads: int) -> None:
+    """``per_thread`` logging calls from each of ``threads`` threads, started together."""
+
+    def work() -> None:
+        for i in range(per_thread):
+            log.info("user %s logged in", 42, extra={"request_id": "r-1234", "attempt": i})
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
 
 
 def machine() -> str:
