@@ -271,6 +271,22 @@ def ignored_prefixes(ignore_loggers: Iterable[str] | str | None) -> tuple[str, .
     return tuple(names)
 
 
+_REFUSED_CACHE_MAX = 4096
+
+
+def refused_name(name: str, prefixes: tuple[str, ...], cache: dict[str, bool]) -> bool:
+    """Whether logger ``name`` is one of ``prefixes`` or below one; remembered in ``cache``.
+
+    Callers look ``cache.get(name)`` up first (one dict lookup per record on the hot path)
+    and call this only for a name they have not seen.
+    """
+    refused = any(name == p or name.startswith(p + ".") for p in prefixes)
+    if len(cache) >= _REFUSED_CACHE_MAX:
+        cache.clear()
+    cache[name] = refused
+    return refused
+
+
 def _positive_int(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")

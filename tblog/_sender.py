@@ -653,7 +653,7 @@ class Channel:
                 "dropped_total": sum(dropped.values()),
                 "retries": self.retries,
                 "queue_depth": self._unbatched() + sum(b.count for b in self.pending),
-                "queue_bytes": self.buf_bytes,
+                "queue_bytes": self.buf_bytes + self.draft_bytes,
                 "successful_rows": self.successful_rows,
                 "quarantined_rows": self.quarantined_rows,
                 "rate_limited": self.rate_limited,

@@ -60,7 +60,6 @@ _current = context.current
 
 _get_ident = threading.get_ident
 _modules = sys.modules
-_IGNORE_CACHE_MAX = 4096
 
 
 class _Filtering:
@@ -81,11 +80,7 @@ class _Filtering:
         return self._refused_name(record.name) if refused is None else refused
 
     def _refused_name(self, name: str) -> bool:
-        refused = any(name == p or name.startswith(p + ".") for p in self._ignore)
-        if len(self._ignore_cache) >= _IGNORE_CACHE_MAX:
-            self._ignore_cache.clear()
-        self._ignore_cache[name] = refused
-        return refused
+        return _config.refused_name(name, self._ignore, self._ignore_cache)
 
 
 class TinybirdLoggingHandler(_Filtering, logging.Handler):

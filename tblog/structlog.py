@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from tblog import _config, _diag, context
 from tblog._encode import dumps, shrink_event, to_text
@@ -53,6 +53,11 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError("tblog.structlog needs structlog: pip install 'tblog[structlog]'") from _exc
 
 __all__ = ["TinybirdProcessor"]
+
+_get_ident = threading.get_ident
+_modules = sys.modules
+_OTEL = "opentelemetry.trace"  # imported: an OpenTelemetry span may be current (context.capture)
+_current = context.current
 
 # Level names as structlog spells them (method names and ``add_log_level`` values).
 _LEVELS: dict[str, tuple[str, int]] = {
@@ -100,21 +105,15 @@ def _is_renderer(processor: object) -> bool:
     return processor is wrap or processor is getattr(_structlog.stdlib, "render_to_log_kwargs", 0)
 
 
-class _Snap(NamedTuple):
-    """What the caller's thread hands to the sender for one structlog event."""
-
-    fields: dict[str, Any]  # shallow copy of the event dict, without ``_record``
-    method: str
-    logger_name: str
-    created: float
-    record: dict[str, Any] | None  # the stdlib record's attributes (ProcessorFormatter)
-    exc: ExcInfo | None
-    trace_id: str
-    span_id: str
-    bound: Mapping[str, Any]
-    pid: int
-    thread_id: int
-    thread_name: str
+#: What the caller's thread hands to the sender for one structlog event: (fields: a shallow
+#: copy of the event dict without ``_record``, method name, logger name, created, the stdlib
+#: record's attributes or None (ProcessorFormatter), the exception as text or None, the trace
+#: context (trace_id, span_id, bound fields), pid, thread id, thread name).  A plain tuple:
+#: building a NamedTuple costs a Python call on the caller's thread.
+_Snap = tuple[
+    dict[str, Any], str, str, float, "dict[str, Any] | None", "ExcInfo | None",
+    "tuple[str, str, Mapping[str, Any]]", int, int, str,
+]  # fmt: skip
 
 
 class TinybirdProcessor:
@@ -148,6 +147,7 @@ class TinybirdProcessor:
         opts = self.options
         self._redactor = build_redactor(opts.redact, opts.redact_keys, opts.redact_patterns)
         self._ignore = _config.ignored_prefixes(ignore_loggers)
+        self._ignore_cache: dict[str, bool] = {}
         self._sender = get_sender()
         self._channel = Channel(
             self._sender,
@@ -174,7 +174,7 @@ class TinybirdProcessor:
     # -- the processor (caller's thread) -----------------------------------------------
 
     def __call__(self, logger: Any, method_name: str, event_dict: Any) -> Any:
-        if not isinstance(event_dict, MutableMapping):
+        if type(event_dict) is not dict and not isinstance(event_dict, MutableMapping):
             raise TypeError(_misplaced_message(f"a {type(event_dict).__name__}"))
         if not self._checked:
             self._misplaced = self._check_chain()
@@ -189,7 +189,8 @@ class TinybirdProcessor:
         return event_dict
 
     def _ship(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> None:
-        if threading.get_ident() in busy_threads:
+        ident = _get_ident()
+        if ident in busy_threads:
             self.ignored += 1  # the sender's own HTTP stack, through a ProcessorFormatter
             return
         if self._closed:
@@ -198,37 +199,41 @@ class TinybirdProcessor:
         fields = dict(event_dict)
         record = fields.pop("_record", None)
         attrs: dict[str, Any] | None = None
-        if isinstance(record, logging.LogRecord):
+        if record is not None and isinstance(record, logging.LogRecord):
             attrs = record.__dict__.copy()
             name = str(attrs.get("name") or "")
             created = float(attrs.get("created") or time.time())
         else:
+            record = None
             raw_name = fields.get("logger", fields.get("logger_name"))
             if raw_name is None:
                 raw_name = getattr(logger, "name", "")
-            name = raw_name if isinstance(raw_name, str) else to_text(raw_name)
+            name = raw_name if type(raw_name) is str else to_text(raw_name)
             created = time.time()
-        if self._ignore and _ignored(name, self._ignore):
+        refused = self._ignore_cache.get(name)
+        if refused is None:
+            refused = _config.refused_name(name, self._ignore, self._ignore_cache)
+        if refused:
             self.ignored += 1
             return
         if self.level and _level_of(fields, method_name, attrs)[1] < self.level:
             self.filtered += 1
             return
-        exc = _exception_now(fields, record if isinstance(record, logging.LogRecord) else None)
-        carried = attrs.get(CTX_ATTR) if attrs is not None else None
-        if carried is not None:  # a record that crossed a tblog queue keeps its context
-            trace_id, span_id, bound = carried
-        else:
-            trace_id, span_id, bound = context.capture()
-        thread = threading.current_thread()
-        snap = _Snap(
-            fields, method_name, name, created, attrs, exc, trace_id, span_id, bound,
-            os.getpid(), thread.ident or 0, thread.name,
+        exc = None
+        if record is not None or "exc_info" in fields:
+            exc = _exception_now(fields, record)
+        ctx = attrs.get(CTX_ATTR) if attrs is not None else None
+        if ctx is None:  # (a record that crossed a tblog queue keeps its context)
+            ctx = context.capture() if _OTEL in _modules else _current()
+        pid = os.getpid()
+        snap: _Snap = (
+            fields, method_name, name, created, attrs, exc, ctx, pid, ident,
+            threading.current_thread().name,
         )  # fmt: skip
         size = 400 + 64 * len(fields)
         if exc is not None:
             size += len(exc.stacktrace)
-        self._channel.put(snap, size)
+        self._channel.put(snap, size, pid)
 
     def _check_chain(self) -> str:
         """Why structlog's configured chain is wrong for this processor ("" when it is fine)."""
@@ -258,32 +263,33 @@ class TinybirdProcessor:
 
     def build(self, snap: _Snap) -> dict[str, Any]:
         """The ``tb_logs`` row for one snapshot (sender thread)."""
-        f = snap.fields
-        a = snap.record or {}
-        level, level_no = _level_of(f, snap.method, snap.record)
+        f, method, logger_name, created, record, exc, ctx, pid, thread_id, thread_name = snap
+        trace_id, span_id, bound = ctx
+        a = record or {}
+        level, level_no = _level_of(f, method, record)
         message = f.get("event", a.get("msg", ""))
         event: dict[str, Any] = {
-            "timestamp": _timestamp(f.get("timestamp"), snap.created, snap.record is not None),
+            "timestamp": _timestamp(f.get("timestamp"), created, record is not None),
             "level": level,
             "level_no": level_no,
-            "logger": snap.logger_name,
+            "logger": logger_name,
             "message": message if isinstance(message, str) else to_text(message),
             "app_name": self.app_name,
             "environment": self.environment,
             "hostname": HOSTNAME,
-            "process_id": _int(f.get("process", a.get("process", snap.pid))),
+            "process_id": _int(f.get("process", a.get("process", pid))),
             "process_name": _str(f.get("process_name", a.get("processName", ""))),
-            "thread_id": _int(f.get("thread", a.get("thread", snap.thread_id))),
-            "thread_name": _str(f.get("thread_name", a.get("threadName", snap.thread_name))),
+            "thread_id": _int(f.get("thread", a.get("thread", thread_id))),
+            "thread_name": _str(f.get("thread_name", a.get("threadName", thread_name))),
             "module": _str(f.get("module", a.get("module", ""))),
             "func_name": _str(f.get("func_name", a.get("funcName", ""))),
             "lineno": _int(f.get("lineno", a.get("lineno", 0))),
             "pathname": _str(f.get("pathname", a.get("pathname", ""))),
-            "trace_id": snap.trace_id,
-            "span_id": snap.span_id,
+            "trace_id": trace_id,
+            "span_id": span_id,
             "event_id": new_event_id(),
         }
-        exc = snap.exc or _exception_from_text(f.get("exception"))
+        exc = exc or _exception_from_text(f.get("exception"))
         if exc is not None:
             event["exception"] = {
                 "type": exc.type,
@@ -294,8 +300,8 @@ class TinybirdProcessor:
         if stack:
             event["stack_info"] = stack if isinstance(stack, str) else to_text(stack)
         extra: dict[str, Any] = dict(self._static)
-        extra.update(snap.bound)
-        if snap.record is not None:
+        extra.update(bound)
+        if record is not None:
             extra.update(extras_of(a))
         for key, value in f.items():
             if key not in _CONSUMED and key[:1] != "_":
@@ -377,10 +383,6 @@ def _level_of(
     if record is not None and isinstance(record.get("levelno"), int):
         return str(record.get("levelname") or ""), int(record["levelno"])
     return _LEVELS.get(method, ("INFO", logging.INFO))
-
-
-def _ignored(name: str, prefixes: tuple[str, ...]) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
 def _exception_now(fields: dict[str, Any], record: logging.LogRecord | None) -> ExcInfo | None:
