@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from benchmarks.candidates import CANDIDATES, Built, not_available
+from benchmarks.candidates import CANDIDATES, Built
 
 
 @dataclass
@@ -159,6 +159,8 @@ class Result:
     error: str = ""
     logged: int = 0  # calls made, over all rounds
     delivered: int | None = None  # of those, rows the sink counted (None: ships nothing)
+    base: list[float] = field(default_factory=list)  # its child's NullHandler CPU per call
+    base_wall: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -168,39 +170,50 @@ class Result:
     def median_wall(self) -> float:
         return statistics.median(self.wall) if self.wall else float("nan")
 
+    @property
+    def ratio(self) -> float:
+        """Over the NullHandler call measured in the same child: the median of the ratios of
+        each round to the baseline round just before it (machine noise comes in bursts)."""
+        return _paired(self.seconds, self.base)
+
+    @property
+    def wall_ratio(self) -> float:
+        return _paired(self.wall, self.base_wall)
+
+
+def _paired(measured: list[float], base: list[float]) -> float:
+    if not measured or len(measured) != len(base):
+        return float("nan")
+    return statistics.median(m / b for m, b in zip(measured, base, strict=True))
+
 
 def caller_cost(url: str, keys: list[str], calls_per_round: int, rounds: int) -> dict[str, Result]:
-    """Caller cost of each candidate in this process, against a healthy sink.
+    """Caller cost of each candidate against a healthy sink, each in a child process of its own.
 
-    Between rounds every candidate is settled (its buffered work delivered, with the library's
-    own flush) so that its background work is not charged to the next candidate, and the rows
-    the sink counted for it are added up: a handler that drops under this load shows it.
+    The child alternates rounds of the ``NullHandler`` call and of the candidate's call (the
+    candidate settled after each of its rounds, so its background work is delivered before
+    the next baseline round), and the rows the sink counted for it are added up: a handler
+    that drops under this load shows it.  One library per process, as in an application:
+    no peer's background threads or heap weigh on another's figures.  A candidate's ratio is
+    its median over the median of its own child's baseline rounds.
     """
-    quiet_root()
-    counter = SinkCounter(url)
-    built: dict[str, Built] = {}
     results = {key: Result(CANDIDATES[key].name) for key in keys}
     for key in keys:
-        try:
-            built[key] = CANDIDATES[key].build(url, 0)
-        except Exception as exc:  # noqa: BLE001 - a peer that is not installed is reported
-            results[key].error = not_available(exc)
-    for _ in range(rounds):
-        for key, b in built.items():
-            cand = CANDIDATES[key]
-            n = slow_calls(calls_per_round) if cand.slow else calls_per_round
-            res = results[key]
-            before = counter.rows(cand.protocol) if cand.protocol else 0
-            wall, cpu = calls(target_of(b, cand.api), cand.api, n)
-            res.wall.append(wall)
-            res.seconds.append(cpu)
-            res.logged += n
-            b.settle()
-            if cand.protocol:
-                res.delivered = (res.delivered or 0) + counter.rows(cand.protocol) - before
-    for b in built.values():
-        with contextlib.suppress(Exception):
-            b.close()
+        cand, res = CANDIDATES[key], results[key]
+        n = slow_calls(calls_per_round) if cand.slow else calls_per_round
+        out = isolated(
+            ["cost", key, url, "--calls", str(n), "--base-calls", str(calls_per_round),
+             "--rounds", str(rounds)],
+            timeout=600,
+        )  # fmt: skip
+        if out.get("timeout"):
+            res.error = "n/a (did not finish within 600 s)"
+        elif "error" in out:
+            res.error = str(out["error"])
+        else:
+            res.base, res.base_wall = out["base_cpu"], out["base_wall"]
+            res.seconds, res.wall = out["cpu"], out["wall"]
+            res.logged, res.delivered = out["logged"], out["delivered"]
     return results
 
 

@@ -29,7 +29,7 @@ from benchmarks.sink import JSONHandler
 from tblog import _breaker
 from tblog._config import Options
 from tblog._encode import dumps
-from tblog._sender import Channel, Sender
+from tblog._sender import Channel, Sender, line_size
 
 TOKEN = "p.fleet-token-0123456789abcdef"
 
@@ -140,7 +140,7 @@ def run(
             for n in range(tick, due):
                 for i, (_, channel) in enumerate(fleet):
                     row = {"id": f"{i}-{n}", "t": time.time()}
-                    channel.put(row, 64)
+                    channel.put(row, line_size(row))
                     logged += 1
             tick = due
             time.sleep(max(0.0, (tick / rate) - (time.monotonic() - start)))

@@ -2,6 +2,9 @@
 
 ``KEY`` names a candidate of ``benchmarks.candidates``; each mode prints one JSON line.
 
+* ``cost``: the caller cost against a healthy ``URL``: ``--rounds`` rounds of the
+  ``NullHandler`` call (``--base-calls``) and of the candidate's (``--calls``), alternating,
+  the candidate settled after each of its rounds; the rows the sink counted for it.
 * ``caller``: the caller cost against ``URL`` (a 429 storm, or a port that refuses
   connections).  First this process's own ``NullHandler`` baseline (``--base-calls`` per round,
   before the candidate exists, so no background thread of it runs meanwhile), then one pass
@@ -17,8 +20,9 @@
 * ``exit``: ``--events`` records, then a normal interpreter exit without ``close()``; the
   parent counts what reached the sink.
 
-``caller`` and ``e2e`` leave with ``os._exit`` once they have printed, so a peer still retrying
-in a non-daemon thread (logtail sleeps up to 60 s between attempts) cannot hold them up.
+``cost``, ``caller`` and ``e2e`` leave with ``os._exit`` once they have printed, so a peer
+still retrying in a non-daemon thread (logtail sleeps up to 60 s between attempts) cannot hold
+them up.
 A candidate that cannot be built prints ``{"error": "n/a (not installed)"}``.
 """
 
@@ -102,6 +106,37 @@ def caller(key: str, url: str, n: int, base_calls: int, rounds: int, stuck: floa
     )
 
 
+def cost(key: str, url: str, n: int, base_calls: int, rounds: int) -> None:
+    """Rounds of the NullHandler call and of the candidate's, alternating; settled after each."""
+    cand = CANDIDATES[key]
+    null = core.logger_for(logging.NullHandler())
+    built = _build(key, url, 0)
+    if built is None:
+        return
+    target = core.target_of(built, cand.api)
+    counter = core.SinkCounter(url) if cand.protocol else None
+    before = counter.rows(cand.protocol) if counter else 0
+    core.calls(null, "logging", base_calls)  # warm-up, both
+    core.calls(target, cand.api, min(n, 1_000))
+    built.settle()
+    base, measured, logged = [], [], min(n, 1_000)
+    for _ in range(rounds):
+        base.append(core.calls(null, "logging", base_calls))
+        measured.append(core.calls(target, cand.api, n))
+        logged += n
+        built.settle()
+    _print(
+        {
+            "base_wall": [w for w, _ in base],
+            "base_cpu": [c for _, c in base],
+            "wall": [w for w, _ in measured],
+            "cpu": [c for _, c in measured],
+            "logged": logged,
+            "delivered": counter.rows(cand.protocol) - before if counter else None,
+        }
+    )
+
+
 def e2e(key: str, url: str, events: int, base_events: int, threads: int, quiet: float) -> None:
     cand = CANDIDATES[key]
     if cand.api != "logging" or cand.protocol is None:
@@ -158,7 +193,7 @@ def exit_(key: str, url: str, events: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.isolated")
-    parser.add_argument("mode", choices=("caller", "e2e", "exit"))
+    parser.add_argument("mode", choices=("cost", "caller", "e2e", "exit"))
     parser.add_argument("key", choices=sorted(CANDIDATES))
     parser.add_argument("url")
     parser.add_argument("--calls", type=int, default=2_000)
@@ -174,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "exit":
         exit_(args.key, args.url, args.events)
         return 0  # a normal exit: atexit hooks and non-daemon threads run as usual
-    if args.mode == "caller":
+    if args.mode == "cost":
+        cost(args.key, args.url, args.calls, args.base_calls or args.calls, args.rounds)
+    elif args.mode == "caller":
         caller(
             args.key, args.url, args.calls, args.base_calls or args.calls, args.rounds,
             args.stuck,

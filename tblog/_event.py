@@ -72,8 +72,10 @@ class ExcInfo(NamedTuple):
 #: What the caller's thread hands to the sender for one record: a shallow copy of the record's
 #: ``__dict__`` in which four standard slots are reused for what the sender needs:
 #:
-#: * ``msg``: the merged message (``getMessage()``, taken on the caller's thread);
-#: * ``args``: None (the arguments are merged into ``msg`` and not kept alive);
+#: * ``msg`` and ``args``: the merged message (``getMessage()`` on the caller's thread) and
+#:   None; or, when the record has one %-argument of a ``DEFERRABLE`` type, the format string
+#:   and that argument, merged on the sender thread (``snap_message``): formatting an int or a
+#:   str later gives the same text, and no argument tuple is kept alive;
 #: * ``exc_text``: the trace context ``(trace_id, span_id, bound_fields)``;
 #: * ``exc_info``: None, the exception as text (an ``ExcInfo``), or the plain
 #:   ``logging.Formatter`` to run on the sender thread.
@@ -85,6 +87,15 @@ class ExcInfo(NamedTuple):
 #: application's threads.  Rare cases add private keys (below).  Read snapshots only through
 #: ``snap_exc`` / ``snap_formatter`` and the slots above.
 Snapshot = dict[str, Any]
+
+
+def _message_or_empty(snap: Snapshot) -> str:
+    """``snap_message``, or "" for a snapshot without a message (the general path copes)."""
+    try:
+        return snap_message(snap)
+    except (KeyError, TypeError):
+        return ""
+
 
 # Private keys a snapshot may carry (underscored: never taken for ``extra=`` attributes).
 FMT_KEY = "_tblog_fmt"  # formatter output (str), or the plain Formatter when exc_info is taken
@@ -136,21 +147,16 @@ def snapshot(
 ) -> tuple[Snapshot, int]:
     """Copy what the event needs from ``record`` on the caller's thread; never mutates it.
 
-    Returns the snapshot (see ``Snapshot``) and a cheap estimate of its memory, for
-    ``max_buffer_bytes``: the copied attribute dict and the strings around it, the message,
-    ~100 bytes per extra attribute and the exception text.
+    Returns the snapshot (see ``Snapshot``) and its ``snapshot_size``.
     """
     attrs = record.__dict__.copy()
     try:
         message = record.getMessage()
     except Exception:  # noqa: BLE001 - bad %-args must not lose the record
         message = get_message(record)
-    size = SNAPSHOT_OVERHEAD + len(message) + 100 * (len(attrs) - BASE_ATTRS)
     exc = None
     if record.exc_info or record.exc_text:
         exc = exc_of(record)
-        if exc is not None:
-            size += len(exc.stacktrace) + len(exc.message)
     if keep_args:
         attrs[ARGS_KEY] = attrs.get("args")
     attrs["msg"] = message
@@ -168,20 +174,46 @@ def snapshot(
         shown = record.__dict__.copy()
         if exc is not None:
             shown["exc_text"] = exc.stacktrace  # formatted once, above
-        formatted = formatter.format(clone(record, shown))
-        attrs[FMT_KEY] = formatted
-        size += len(formatted)
+        attrs[FMT_KEY] = formatter.format(clone(record, shown))
         if kind == FMT_JSON:
             attrs[SHAPED_KEY] = True
-    return attrs, size
+    return attrs, snapshot_size(attrs)
+
+
+#: %-argument types whose formatting is the same later and runs no application code (exact
+#: types: a subclass may override ``__str__``/``__format__``; None marks "merged" in a snapshot).
+DEFERRABLE = frozenset((str, int, float, bool))
+
+
+def snap_message(snap: Snapshot) -> str:
+    """A snapshot's merged message (the sender merges a deferred argument here)."""
+    msg = snap["msg"]
+    arg = snap.get("args")
+    if arg is None:
+        return msg if type(msg) is str else to_text(msg)
+    try:
+        return msg % (arg,)  # type: ignore[no-any-return]
+    except Exception as exc:  # noqa: BLE001 - as get_message: bad %-args never lose a record
+        return (
+            f"{to_text(msg)} [tblog: message formatting failed: {type(exc).__name__}: "
+            f"{to_text(exc)}; args={to_text((arg,))}]"
+        )
 
 
 def snapshot_size(snap: Snapshot) -> int:
-    """``snapshot``'s memory estimate, from the snapshot alone (for one that crossed a queue)."""
-    size = SNAPSHOT_OVERHEAD + 100 * max(0, len(snap) - BASE_ATTRS)
-    for text in (snap.get("msg"), snap.get(FMT_KEY)):
-        if isinstance(text, str):
-            size += len(text)
+    """A snapshot's memory estimate, for ``max_buffer_bytes``: a pure function of it.
+
+    The copied attribute dict and the strings around it, ~100 bytes per attribute beyond a
+    plain record's, the message, the formatter's output and the exception text.  The hot
+    path of ``TinybirdLoggingHandler.emit`` computes the same sum inline.
+    """
+    size = SNAPSHOT_OVERHEAD + 100 * (len(snap) - BASE_ATTRS)
+    message = snap.get("msg")
+    if type(message) is str:
+        size += len(message)
+    formatted = snap.get(FMT_KEY)
+    if type(formatted) is str:
+        size += len(formatted)
     exc = snap_exc(snap)
     if exc is not None:
         size += len(exc.stacktrace) + len(exc.message)
@@ -223,7 +255,7 @@ _DIGITS3 = tuple(f"{i:03d}" for i in range(1000))  # milliseconds of a timestamp
 _DIGITS3Z = tuple(f"{i:03d}Z" for i in range(1000))  # its last three digits
 _HEX2 = tuple(f"{i:02x}" for i in range(256))  # the last byte of an event id
 #: The fields of a snapshot that make its tail, or send it down the general path.
-_ROW_OF = operator.itemgetter("exc_info", "stack_info", "created", "msg", "exc_text")
+_ROW_OF = operator.itemgetter("exc_info", "stack_info", "created", "exc_text")
 #: The record fields a head is made of, read in one call (KeyError: not a full record).
 _SHAPE_OF = operator.itemgetter(
     "name",
@@ -347,9 +379,8 @@ class EventBuilder:
         if self.schema != "tblog" or orjson_dumps is None:
             return [self._encode_one(a) for a in snaps]
         redactor = self.redactor
-        flags = None
-        if redactor is not None:
-            flags = redactor.screen([m if type(m := a.get("msg")) is str else "" for a in snaps])
+        messages = [_message_or_empty(a) for a in snaps]  # merged once: screened, then shipped
+        flags = redactor.screen(messages) if redactor is not None else None
         heads, shape_of, plain_len, extras = self._heads, _SHAPE_OF, BASE_ATTRS, self._extras
         static, limit, scalars = self.static_fields, self.max_event_bytes, _SCALARS
         odumps, default = orjson_dumps, json_default
@@ -360,7 +391,9 @@ class EventBuilder:
         out: list[bytes | None] = []
         for i, a in enumerate(snaps):
             try:
-                exc_info, stack_info, created, message, (trace_id, span_id, bound) = row_of(a)
+                exc_info, stack_info, created, ctx = row_of(a)
+                trace_id, span_id, bound = ctx
+                message = messages[i]
                 if exc_info or stack_info or FMT_KEY in a:
                     out.append(self._encode_one(a))
                     continue
@@ -486,9 +519,10 @@ class EventBuilder:
     def formatted_message(snap: Snapshot) -> str | None:
         fmt = snap_formatter(snap)
         if isinstance(fmt, logging.Formatter):
-            message = snap["msg"]
+            message = snap_message(snap)
             exc = snap_exc(snap)
             attrs = dict(snap)
+            attrs["msg"] = message
             attrs["args"], attrs["exc_info"] = None, None
             attrs["exc_text"] = exc.stacktrace if exc is not None else None
             try:
@@ -535,7 +569,7 @@ class EventBuilder:
         try:
             event: dict[str, Any] = self._head(a)
             event["timestamp"] = iso_utc(a["created"])
-            event["message"] = a["msg"]
+            event["message"] = snap_message(a)
             event["trace_id"], event["span_id"], _ = a["exc_text"]
             event["event_id"] = _ids.next()
         except KeyError:  # a record built without LogRecord.__init__: fill in the blanks
@@ -558,7 +592,7 @@ class EventBuilder:
     def _build_sdk(self, snap: Snapshot) -> dict[str, Any]:
         """The field names of the Tinybird Python SDK's ``TinybirdLoggingHandler``."""
         a = snap
-        message = a["msg"]
+        message = snap_message(a)
         trace_id, span_id, bound = a["exc_text"]
         exc = snap_exc(a)
         created = a["created"]

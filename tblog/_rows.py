@@ -14,7 +14,7 @@ from typing import Any
 
 from tblog._config import Options, check_datasource, resolve_api_url, resolve_token
 from tblog._encode import dumps, to_text, truncate_text
-from tblog._sender import Channel, get_sender
+from tblog._sender import Channel, get_sender, line_size
 
 __all__ = ["RowChannel", "cap_line", "json_text", "text_or_empty"]
 
@@ -94,7 +94,7 @@ class RowChannel:
             if line is None:
                 self.channel.count_drop("too_large")
                 return False
-            return self.channel.put(line, len(line) + 64)
+            return self.channel.put(line, line_size(line))
         except Exception:  # noqa: BLE001 - a row never raises into the app
             self.channel.count_drop("encode_error")
             return False
@@ -107,7 +107,7 @@ class RowChannel:
         if len(line) > self.options.max_event_bytes:
             self.channel.count_drop("too_large")
             return False
-        return self.channel.put(line, len(line) + 64)
+        return self.channel.put(line, line_size(line))
 
     def count_drop(self, reason: str, n: int = 1) -> None:
         self.channel.count_drop(reason, n)

@@ -9,9 +9,10 @@ out a backoff never holds up another channel.
 
 Guarantees, and where they live:
 
-* ``Channel.put`` (the caller's side) takes one uncontended lock, never blocks,
-  never does I/O and never raises; when the buffer is full it drops by
-  ``drop_policy`` and counts the drop.
+* ``Channel.put`` (the caller's side) never blocks, never does I/O and never raises;
+  when the buffer is full it drops by ``drop_policy`` and counts the drop.  On CPython
+  with the GIL it takes no lock at all (see ``ATOMIC``): a producer preempted inside a
+  lock would make every other producer thread queue up behind it.
 * ``Sender.flush`` returns True once everything put before the call was
   delivered; it ends backoff waits early.
 * At exit an ``atexit`` hook delivers what is buffered within the largest
@@ -28,7 +29,9 @@ import atexit
 import contextlib
 import logging
 import os
+import platform
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -44,6 +47,21 @@ from tblog._spool import Segment, Spool
 from tblog._transport import DROP, OK, RETRY, SPLIT, Result, Transport
 
 Encoder = Callable[[Any], "bytes | None"]
+Measure = Callable[[Any], int]
+
+#: CPython with the GIL: a deque append is atomic, and so is a statement such as
+#: ``self.count += n`` that calls nothing (the interpreter only switches threads at calls and
+#: loop edges).  Producers then put without the channel's lock; elsewhere they take it.
+ATOMIC = platform.python_implementation() == "CPython" and bool(
+    getattr(sys, "_is_gil_enabled", lambda: True)()
+)
+
+
+def line_size(line: bytes) -> int:
+    """The buffer-memory estimate of an already encoded line (the default ``measure``)."""
+    return len(line) + 64
+
+
 BatchEncoder = Callable[[Sequence[Any]], "list[bytes | None]"]
 
 _IDLE_WAKE = 1.0  # the thread re-checks its channels at least this often
@@ -112,6 +130,7 @@ class Channel:
         options: Options,
         encode: Encoder,
         encode_batch: BatchEncoder | None = None,
+        measure: Measure = line_size,
         label: str = "",
     ) -> None:
         self.sender = sender
@@ -121,6 +140,9 @@ class Channel:
         self.options = options
         self.encode = encode
         self.encode_batch: BatchEncoder = encode_batch or self._encode_each
+        # The memory estimate of an item: ``put`` is given it, and the sender thread recomputes
+        # it for what it takes, so no per-item size has to be stored beside the item.
+        self.measure = measure
         self.label = label or datasource
         self.key = (api_url, datasource)
         self.closed = False
@@ -139,8 +161,7 @@ class Channel:
         self.wake_at = min(self.options.batch_size, WAKE_AT)
         self.lock = threading.Lock()
         self.buf: deque[Any] = deque()
-        self.sizes: deque[int] = deque()  # estimated bytes of each buffered item (ints: no GC)
-        self.buf_bytes = 0
+        self.buf_bytes = 0  # the sum of measure(item) over what is buffered
         self.draft: list[bytes] = []  # encoded lines of the batch being filled (sender thread)
         self.draft_bytes = 0
         self.pending: deque[Batch] = deque()
@@ -189,35 +210,46 @@ class Channel:
     # -- the caller's side -------------------------------------------------------------
 
     def put(self, item: Any, size: int, pid_hint: int | None = None) -> bool:
-        """Buffer ``item`` (of estimated ``size`` bytes). Never blocks, never raises.
+        """Buffer ``item`` of ``size == measure(item)`` bytes. Never blocks, never raises.
 
         ``pid_hint`` is a pid the caller already has (a LogRecord's ``process``): when it
         matches, the fork check needs no ``getpid()`` system call; when it does not (a record
-        forwarded from another process, or a fork), ``getpid()`` decides.
+        forwarded from another process, or a fork), ``getpid()`` decides.  The bounds hold
+        to within one item per producer thread putting at the same moment.
         """
         sender = self.sender
         if pid_hint != sender.pid and os.getpid() != sender.pid:
             sender.after_fork_in_child()
-        lock = self.lock
-        lock.acquire()  # not ``with``: its __enter__/__exit__ calls double the cost
-        try:
+        buf = self.buf
+        if not ATOMIC or len(buf) >= self.max_items or self.buf_bytes + size > self.max_bytes:
+            return self._put_locked(item, size)
+        buf.append(item)
+        self.buf_bytes += size  # one statement each: atomic under the GIL (see ATOMIC)
+        self.enqueued += 1
+        if sender.thread is None:
+            sender.start()
+        if len(buf) >= self.wake_at and not self.signaled:
+            self.signaled = True
+            sender.wake.set()
+        return True
+
+    def _put_locked(self, item: Any, size: int) -> bool:
+        """``put`` with the lock held: a full buffer, or no GIL to make a statement atomic."""
+        with self.lock:
             buf = self.buf
             if (len(buf) >= self.max_items or self.buf_bytes + size > self.max_bytes) and (
                 not self._make_room(size)
             ):
                 return False
             buf.append(item)
-            self.sizes.append(size)
             self.buf_bytes += size
             self.enqueued += 1
             full = len(buf) >= self.wake_at
-        finally:
-            lock.release()
-        if sender.thread is None:
-            sender.start()
+        if self.sender.thread is None:
+            self.sender.start()
         if full and not self.signaled:
             self.signaled = True
-            sender.wake.set()
+            self.sender.wake.set()
         return True
 
     def _make_room(self, size: int) -> bool:
@@ -227,8 +259,8 @@ class Channel:
             self.dropped["buffer_full"] = self.dropped.get("buffer_full", 0) + 1
             return False
         while buf and (len(buf) >= self.max_items or self.buf_bytes + size > self.max_bytes):
-            buf.popleft()
-            self.buf_bytes -= self.sizes.popleft()
+            gone = self.measure(buf.popleft())
+            self.buf_bytes -= gone  # computed first: the statement itself must call nothing
             self.settled += 1
             self.lost += 1
             self.dropped["buffer_full"] = self.dropped.get("buffer_full", 0) + 1
@@ -253,19 +285,15 @@ class Channel:
         A draft that would pass ``max_batch_bytes`` goes to ``pending`` first.
         """
         opts = self.options
-        with self.lock:
+        with self.lock:  # producers append on the right meanwhile, without it (see put)
             n = min(opts.batch_size - len(self.draft), len(self.buf))
-            buf, sizes = self.buf, self.sizes
-            if n == len(buf):  # everything: swap the deques (no per-item pops)
-                items: Any = buf
-                self.buf, self.sizes, self.buf_bytes = deque(), deque(), 0
-            else:
-                popleft, pop_size = buf.popleft, sizes.popleft
-                items = [popleft() for _ in range(n)]
-                self.buf_bytes -= sum(pop_size() for _ in range(n))
+            popleft = self.buf.popleft
+            items = [popleft() for _ in range(n)]
             self.signaled = False
         if not n:
             return
+        taken = sum(map(self.measure, items))
+        self.buf_bytes -= taken
         try:
             encoded = self.encode_batch(items)
         except Exception:  # noqa: BLE001 - one bad item never stops the sender: one at a time
@@ -627,12 +655,13 @@ class Channel:
     def drop_remaining(self, reason: str) -> int:
         """Count everything still buffered or pending as dropped (at the end of shutdown)."""
         with self.lock:
-            n = self._unbatched() + sum(b.count for b in self.pending)
-            self.buf.clear()
-            self.sizes.clear()
-            self.buf_bytes = 0
+            popleft = self.buf.popleft
+            gone = [popleft() for _ in range(len(self.buf))]
+            n = len(gone) + len(self.draft) + sum(b.count for b in self.pending)
             self.draft, self.draft_bytes = [], 0
             self.pending.clear()
+        gone_bytes = sum(map(self.measure, gone))
+        self.buf_bytes -= gone_bytes
         if n:
             self._settle(n, lost=True, reason=reason)
         return n

@@ -33,6 +33,7 @@ from tblog._encode import jsonable
 from tblog._event import (
     BASE_ATTRS,
     CTX_ATTR,
+    DEFERRABLE,
     EXC_ATTR,
     FMT_CUSTOM,
     FMT_NONE,
@@ -182,6 +183,7 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
             options=self.options,
             encode=self._builder.encode,
             encode_batch=self._builder.encode_batch,
+            measure=snapshot_size,
             label=f"{self.app_name}:{self.ds_name}",
         )
         self.api_url = target.api_url
@@ -234,21 +236,31 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
             if self._fast and not record.exc_info and not record.exc_text:
                 # ``snapshot()`` for the common record, inline: see ``_event.Snapshot``
                 snap = record.__dict__.copy()
-                busy_threads[ident] = True  # the re-entry guard (see busy_threads)
-                try:
-                    message = record.getMessage()
-                except Exception:  # noqa: BLE001 - bad %-args must not lose the record
-                    message = get_message(record)
-                finally:
-                    del busy_threads[ident]
-                snap["msg"] = message
-                snap["args"] = None
+                msg, args = snap["msg"], snap["args"]
+                if type(msg) is str and (
+                    not args
+                    or (type(args) is tuple and len(args) == 1 and type(args[0]) in DEFERRABLE)
+                ):
+                    # no %-formatting, or one plain argument: the sender merges it (nothing
+                    # of the application's runs here, and no container is kept alive)
+                    snap["args"] = args[0] if args else None
+                else:
+                    busy_threads[ident] = True  # the re-entry guard (see busy_threads)
+                    try:
+                        msg = record.getMessage()
+                    except Exception:  # noqa: BLE001 - bad %-args must not lose the record
+                        msg = get_message(record)
+                    finally:
+                        del busy_threads[ident]
+                    snap["msg"] = msg
+                    snap["args"] = None
                 ctx = snap.get(CTX_ATTR)
                 if ctx is None:
                     ctx = context.capture() if _OTEL in _modules else _current()
                 snap["exc_text"] = ctx
                 snap["exc_info"] = self._plain
-                size = SNAPSHOT_OVERHEAD + len(message) + 100 * (len(snap) - BASE_ATTRS)
+                size = SNAPSHOT_OVERHEAD + len(msg) + 100 * (len(snap) - BASE_ATTRS)
+                # (== snapshot_size(snap), which the sender subtracts when it takes the snapshot)
             else:
                 busy_threads[ident] = True
                 try:

@@ -116,6 +116,12 @@ _Snap = tuple[
 ]  # fmt: skip
 
 
+def _snap_size(snap: _Snap) -> int:
+    """A snapshot's memory estimate, for ``max_buffer_bytes`` (computed inline by ``_ship``)."""
+    exc = snap[5]
+    return 400 + 64 * len(snap[0]) + (len(exc.stacktrace) if exc is not None else 0)
+
+
 class TinybirdProcessor:
     """A structlog processor that ships every event dict to a Tinybird datasource.
 
@@ -156,6 +162,7 @@ class TinybirdProcessor:
             datasource=self.ds_name,
             options=self.options,
             encode=self._encode,
+            measure=_snap_size,
             label=f"structlog:{self.app_name}:{self.ds_name}",
         )
         self.api_url = target.api_url
@@ -230,7 +237,7 @@ class TinybirdProcessor:
             fields, method_name, name, created, attrs, exc, ctx, pid, ident,
             threading.current_thread().name,
         )  # fmt: skip
-        size = 400 + 64 * len(fields)
+        size = 400 + 64 * len(fields)  # == _snap_size(snap), which the sender subtracts
         if exc is not None:
             size += len(exc.stacktrace)
         self._channel.put(snap, size, pid)

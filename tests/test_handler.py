@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import threading
 import uuid
 from typing import Any
 
@@ -337,3 +338,84 @@ def test_the_proxy_comes_from_the_environment(
     assert handler.flush(10)
     assert [r["message"] for r in events_api.rows()] == ["through the proxy"]
     assert events_api.requests[-1].headers["Host"] == host.removeprefix("http://")
+
+
+def test_the_buffer_accounting_returns_to_zero_after_concurrent_puts(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    # Producers put without the channel's lock: every byte they add, the sender subtracts.
+    handler = make_handler(batch_size=64)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))  # a plain formatter
+    logger.addHandler(handler)
+    per_thread, threads = 300, 8
+
+    def work(t: int) -> None:
+        for i in range(per_thread):
+            if i % 50 == 0:
+                try:
+                    raise ValueError(f"boom {t}")
+                except ValueError:
+                    logger.exception("failed %d", i)
+            else:
+                logger.info("thread %d says %d", t, i, extra={"k": i, "big": "x" * (i % 7) * 100})
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert handler.flush(30)
+    stats = handler.stats()
+    assert stats["enqueued"] == stats["sent"] == per_thread * threads
+    assert stats["queue_bytes"] == 0 and stats["queue_depth"] == 0
+    assert len(events_api.rows()) == per_thread * threads
+
+
+class _Counter:
+    """A %-argument whose text changes after the logging call."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __str__(self) -> str:
+        return f"count={self.n}"
+
+
+class _Label(str):
+    """A str subclass whose formatting runs the application's code."""
+
+    def __str__(self) -> str:
+        return "label!"
+
+
+def test_messages_read_as_at_the_logging_call(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    # One argument of a plain type is merged on the sender thread; anything else at the call.
+    handler = make_handler()
+    logger.addHandler(handler)
+    counter = _Counter()
+    logger.info("object %s", counter)
+    counter.n = 99  # changed after the call: the event keeps what the call saw
+    logger.info("int %d, float %.2f", 7, 2.5)
+    logger.info("one int %05d", 42)
+    logger.info("one str %r", "it's")
+    logger.info("subclass %s", _Label("x"))
+    logger.info("no args, %s kept literally")
+    logger.info("bad %d", "not a number")  # merged on the sender thread: it fails there
+    logger.info("bad %d %d", "x", 1)  # merged at the call: it fails there
+    logger.info("mapping %(a)s", {"a": 1})
+    assert handler.flush(5)
+    got = [r["message"] for r in events_api.rows()]
+    assert got[:6] == [
+        "object count=0",
+        "int 7, float 2.50",
+        "one int 00042",
+        'one str "it\'s"',
+        "subclass label!",
+        "no args, %s kept literally",
+    ]
+    failed = "[tblog: message formatting failed: TypeError: %d format: a real number is required"
+    assert got[6] == f"bad %d {failed}, not str; args=('not a number',)]"
+    assert got[7] == f"bad %d %d {failed}, not str; args=('x', 1)]"
+    assert got[8] == "mapping 1"

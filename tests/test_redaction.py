@@ -149,3 +149,27 @@ def test_the_structlog_processor_and_json_formatter_paths_redact(
     [shaped] = events_api.rows("json_logs")
     assert shaped["extra"] == {"password": REDACTED, "trace": "5" * 16}
     assert b"pw-12345678" not in _bodies(events_api)
+
+
+def test_secrets_in_an_argument_merged_on_the_sender_are_scrubbed(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    # One plain %-argument is merged on the sender thread: the screen sees the merged text,
+    # also when the secret only appears once template and argument meet.
+    handler = make_handler()
+    logger.addHandler(handler)
+    logger.info("login with password=%s", "hunter2-pw")
+    logger.info("api_ke%s", "y=k-123456789")
+    logger.info("card 4111 1111 %s", "1111 1111")
+    logger.info("header Bearer %s", JWT)
+    assert handler.flush(5)
+    messages = [r["message"] for r in events_api.rows()]
+    assert messages == [
+        f"login with password={REDACTED}",
+        f"api_key={REDACTED}",
+        f"card {REDACTED}",
+        f"header Bearer {REDACTED}",
+    ]
+    body = _bodies(events_api)
+    for secret in (b"hunter2", b"k-123456789", b"1111 1111 1111", JWT.encode()):
+        assert secret not in body
