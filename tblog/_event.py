@@ -204,18 +204,23 @@ def snapshot_size(snap: Snapshot) -> int:
     """A snapshot's memory estimate, for ``max_buffer_bytes``: a pure function of it.
 
     The copied attribute dict and the strings around it, ~100 bytes per attribute beyond a
-    plain record's, the message, the formatter's output and the exception text.  The hot
+    plain record's, the message (and a text argument still to be merged into it), the
+    formatter's output and the exception text.  The hot
     path of ``TinybirdLoggingHandler.emit`` computes the same sum inline.
     """
-    size = SNAPSHOT_OVERHEAD + 100 * (len(snap) - BASE_ATTRS)
     message = snap.get("msg")
+    size = SNAPSHOT_OVERHEAD + 100 * (len(snap) - BASE_ATTRS)
     if type(message) is str:
         size += len(message)
-    formatted = snap.get(FMT_KEY)
-    if type(formatted) is str:
-        size += len(formatted)
-    exc = snap_exc(snap)
-    if exc is not None:
+    arg = snap.get("args")  # a %-argument merged on the sender thread
+    if type(arg) is str:
+        size += len(arg)
+    if FMT_KEY in snap:
+        formatted = snap[FMT_KEY]
+        if type(formatted) is str:
+            size += len(formatted)
+    exc = snap.get("exc_info")
+    if type(exc) is ExcInfo:
         size += len(exc.stacktrace) + len(exc.message)
     return size
 

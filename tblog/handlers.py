@@ -243,7 +243,7 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
                 ):
                     # no %-formatting, or one plain argument: the sender merges it (nothing
                     # of the application's runs here, and no container is kept alive)
-                    snap["args"] = args[0] if args else None
+                    snap["args"] = arg = args[0] if args else None
                 else:
                     busy_threads[ident] = True  # the re-entry guard (see busy_threads)
                     try:
@@ -253,13 +253,15 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
                     finally:
                         del busy_threads[ident]
                     snap["msg"] = msg
-                    snap["args"] = None
+                    snap["args"] = arg = None
                 ctx = snap.get(CTX_ATTR)
                 if ctx is None:
                     ctx = context.capture() if _OTEL in _modules else _current()
                 snap["exc_text"] = ctx
                 snap["exc_info"] = self._plain
                 size = SNAPSHOT_OVERHEAD + len(msg) + 100 * (len(snap) - BASE_ATTRS)
+                if type(arg) is str:
+                    size += len(arg)
                 # (== snapshot_size(snap), which the sender subtracts when it takes the snapshot)
             else:
                 busy_threads[ident] = True

@@ -138,12 +138,20 @@ def test_drop_policy_oldest_keeps_the_latest(
     assert [r["message"] for r in events_api.rows()] == [f"n{i}" for i in range(3, 8)]
 
 
-def test_buffer_is_bounded_by_bytes(make_handler: Any, logger: logging.Logger) -> None:
+@pytest.mark.parametrize("how", ["message", "argument merged later", "two arguments"])
+def test_buffer_is_bounded_by_bytes(make_handler: Any, logger: logging.Logger, how: str) -> None:
     handler = make_handler(max_buffer_bytes=64 * 1024, flush_interval=3600)
     logger.addHandler(handler)
-    for _ in range(100):
-        logger.info("y" * 4000)
+    for i in range(100):
+        text = f"{i:04d}" + "y" * 4000  # a new string each time: the buffer holds each one
+        if how == "message":
+            logger.info(text)
+        elif how == "argument merged later":
+            logger.info("text: %s", text)
+        else:
+            logger.info("text %d: %s", i, text)
     stats = handler.stats()
+    assert 10 <= stats["queue_depth"] <= 12  # ~5.6 KB each (with the record) in 64 KiB
     assert stats["queue_bytes"] <= 64 * 1024
     assert stats["dropped"]["buffer_full"] == 100 - stats["queue_depth"]
 
