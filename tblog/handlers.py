@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tblog import _config, context
@@ -35,7 +35,7 @@ from tblog._event import (
     CTX_ATTR,
     DEFERRABLE,
     EXC_ATTR,
-    FMT_CUSTOM,
+    FMT_KEY,
     FMT_NONE,
     FMT_PLAIN,
     SNAPSHOT_OVERHEAD,
@@ -47,6 +47,7 @@ from tblog._event import (
     extras_of,
     formatter_kind,
     get_message,
+    snap_formatter,
     snapshot,
     snapshot_size,
 )
@@ -63,28 +64,7 @@ _get_ident = threading.get_ident
 _modules = sys.modules
 
 
-class _Filtering:
-    """Which records a tblog handler refuses: its own, its HTTP stack's, the sender thread's."""
-
-    _ignore: tuple[str, ...]
-    _ignore_cache: dict[str, bool]
-
-    def _init_ignore(self, ignore_loggers: Iterable[str] | str | None) -> None:
-        self._ignore = _config.ignored_prefixes(ignore_loggers)
-        self._ignore_cache = {}
-        self.ignored = 0
-
-    def _refuses(self, record: logging.LogRecord, ident: int) -> bool:
-        if ident in busy_threads:
-            return True
-        refused = self._ignore_cache.get(record.name)
-        return self._refused_name(record.name) if refused is None else refused
-
-    def _refused_name(self, name: str) -> bool:
-        return _config.refused_name(name, self._ignore, self._ignore_cache)
-
-
-class TinybirdLoggingHandler(_Filtering, logging.Handler):
+class TinybirdLoggingHandler(logging.Handler):
     """Ship log records to a Tinybird datasource through the Events API, in batches.
 
     ``TinybirdLoggingHandler(api_url, token, app_name, ds_name="tb_logs", **options)``:
@@ -163,7 +143,10 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
             redact_patterns=_config.str_tuple("redact_patterns", redact_patterns),
             static_fields=static_fields if static_fields is not None else {},
         )
-        self._init_ignore(ignore_loggers)
+        # which records it refuses: tblog's, its HTTP stack's, the user's (cached per name)
+        self._ignore = _config.ignored_prefixes(ignore_loggers)
+        self._ignore_cache: dict[str, bool] = {}
+        self.ignored = 0
         self._builder = EventBuilder(
             app_name=self.app_name,
             environment=self.environment,
@@ -186,6 +169,8 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
             measure=snapshot_size,
             label=f"{self.app_name}:{self.ds_name}",
         )
+        # where emit() puts snapshots: the channel, or a queue handler's queue
+        self._put: Callable[[Any, int, int | None], bool] = self._channel.put
         self.api_url = target.api_url
         self._keep_args = self.schema == "tinybird-python-sdk"
         self._fmt_seen: logging.Formatter | None = None
@@ -269,9 +254,12 @@ class TinybirdLoggingHandler(_Filtering, logging.Handler):
                     snap, size = snapshot(record, self._fmt_kind, formatter, self._keep_args)
                 finally:
                     del busy_threads[ident]
-            self._channel.put(snap, size, record.process)
+            self._put(snap, size, record.process)
         except Exception:  # noqa: BLE001 - never raise into the application
             self.handleError(record)
+
+    def _refused_name(self, name: str) -> bool:
+        return _config.refused_name(name, self._ignore, self._ignore_cache)
 
     def _see_formatter(self, formatter: logging.Formatter | None) -> None:
         """A new formatter: decide once how its records are snapshotted."""
@@ -400,7 +388,24 @@ def _stop_listeners() -> None:
             listener.stop()
 
 
-class TinybirdLoggingQueueHandler(_Filtering, logging.handlers.QueueHandler):
+def _portable(snap: Snapshot) -> Snapshot:
+    """A snapshot that crosses a process boundary: JSON values only, formatter output as text.
+
+    Pickle may fail later, on multiprocessing's feeder thread, where the record would be lost
+    without a trace: only JSON-able values go, and a plain Formatter sends its text.
+    """
+    for key in extra_keys(snap):
+        snap[key] = jsonable(snap[key])
+    trace_id, span_id, bound = snap["exc_text"]
+    snap["exc_text"] = (trace_id, span_id, jsonable(dict(bound)))
+    if isinstance(snap_formatter(snap), logging.Formatter):
+        snap[FMT_KEY] = EventBuilder.formatted_message(snap)
+        if isinstance(snap.get("exc_info"), logging.Formatter):
+            snap["exc_info"] = None
+    return snap
+
+
+class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
     """Drop-in for the Tinybird SDK's ``TinybirdLoggingQueueHandler``.
 
     ``TinybirdLoggingQueueHandler(queue, api_url, token, app_name, ds_name="tb_logs",
@@ -424,7 +429,7 @@ class TinybirdLoggingQueueHandler(_Filtering, logging.handlers.QueueHandler):
         level = options.pop("level", logging.NOTSET)
         self.setLevel(level)
         self.handler = TinybirdLoggingHandler(api_url, token, app_name, ds_name, **options)
-        self._init_ignore(options.get("ignore_loggers"))
+        self.handler._put = self._enqueue_snapshot  # its snapshots go on the queue
         self._cross_process = not isinstance(queue, (_queue.Queue, _queue.SimpleQueue))
         self._owner_pid = os.getpid()
         self._closed = False
@@ -444,34 +449,20 @@ class TinybirdLoggingQueueHandler(_Filtering, logging.handlers.QueueHandler):
         The queue carries tblog's snapshots (plain dicts, picklable for a
         ``multiprocessing.Queue``), which this handler's own listener hands to its
         internal handler: the record is copied once, not prepared and copied again.
+        The internal handler takes the snapshot (the same code as when it is used
+        directly) and puts it here, on the queue (``_enqueue_snapshot``).
         """
+        self.handler.emit(record)
+
+    def _enqueue_snapshot(self, snap: Any, size: int, pid_hint: int | None = None) -> bool:
+        if self._cross_process:
+            snap = _portable(snap)
         try:
-            ident = _get_ident()
-            if self._refuses(record, ident):
-                self.ignored += 1
-                return
-            inner = self.handler
-            formatter = inner.formatter
-            if formatter is not inner._fmt_seen:
-                inner._see_formatter(formatter)
-            kind = inner._fmt_kind
-            if self._cross_process and kind == FMT_PLAIN:
-                kind = FMT_CUSTOM  # a Formatter does not cross a process: its text does
-            busy_threads[ident] = True
-            try:
-                snap, _ = snapshot(record, kind, formatter, inner._keep_args)
-            finally:
-                del busy_threads[ident]
-            if self._cross_process:
-                # Only JSON-able values cross a process boundary safely (pickle may fail
-                # later, on multiprocessing's feeder thread, where the record would be lost).
-                for key in extra_keys(snap):
-                    snap[key] = jsonable(snap[key])
-                trace_id, span_id, bound = snap["exc_text"]
-                snap["exc_text"] = (trace_id, span_id, jsonable(dict(bound)))
-            self.enqueue(snap)
-        except Exception:  # noqa: BLE001 - never raise into the application
-            self.handleError(record)
+            self.queue.put_nowait(snap)
+        except _queue.Full:
+            self.handler._channel.count_drop("queue_full")
+            return False
+        return True
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """A picklable copy: message merged, exception as text, trace context attached."""
@@ -527,9 +518,7 @@ class TinybirdLoggingQueueHandler(_Filtering, logging.handlers.QueueHandler):
         return self.handler.flush(remaining)
 
     def stats(self) -> dict[str, Any]:
-        stats = self.handler.stats()
-        stats["ignored"] += self.ignored
-        return stats
+        return self.handler.stats()
 
     def close(self) -> None:
         """Stop the listener (handling what is queued), then close the inner handler."""
