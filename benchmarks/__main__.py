@@ -98,7 +98,8 @@ def _failure_table(args: argparse.Namespace, storm: core.Sink) -> list[str]:
         "### Caller cost under failure",
         "",
         "Each handler in a child process of its own, with its library's default retry policy; "
-        "ratios are medians of rounds over that process's `NullHandler` call.  *Longest call* "
+        "ratios are medians over rounds paired with that process's `NullHandler` call, as "
+        "above (the handler keeps failing in the background meanwhile).  *Longest call* "
         "is the slowest single call of the first pass, at first contact with the failing "
         f"endpoint.  A handler that sends on the caller's thread is measured on "
         f"{core.synchronous_failing_calls(args.calls):,} calls a round.",

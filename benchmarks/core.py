@@ -279,9 +279,8 @@ def caller_cost_failing(
     elif "error" in out:
         res.error = str(out["error"])
     else:
-        base, base_wall = statistics.median(out["base_cpu"]), statistics.median(out["base_wall"])
-        res.ratio = statistics.median(out["cpu"]) / base
-        res.wall_ratio = statistics.median(out["wall"]) / base_wall
+        res.ratio = _paired(out["cpu"], out["base_cpu"])
+        res.wall_ratio = _paired(out["wall"], out["base_wall"])
         res.longest = float(out["longest"])
     return res
 

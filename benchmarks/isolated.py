@@ -6,12 +6,11 @@
   ``NullHandler`` call (``--base-calls``) and of the candidate's (``--calls``), alternating,
   the candidate settled after each of its rounds; the rows the sink counted for it.
 * ``caller``: the caller cost against ``URL`` (a 429 storm, or a port that refuses
-  connections).  First this process's own ``NullHandler`` baseline (``--base-calls`` per round,
-  before the candidate exists, so no background thread of it runs meanwhile), then one pass
-  of ``--calls`` calls timed one by one (the longest call at first contact with the failing
-  endpoint; a call still running after ``--stuck`` seconds ends the child), then ``--rounds``
-  rounds of ``--calls`` calls.  Nothing is settled: the candidate keeps failing in the
-  background, as it would in an application.
+  connections).  One pass of ``--calls`` calls timed one by one (the longest call at first
+  contact with the failing endpoint; a call still running after ``--stuck`` seconds ends the
+  child), then ``--rounds`` rounds of this process's own ``NullHandler`` call
+  (``--base-calls``) and of ``--calls`` candidate calls, alternating.  Nothing is settled: the
+  candidate keeps failing in the background, as it would in an application.
 * ``e2e``: the same burst of ``--base-events`` records from ``--threads`` threads into a
   ``NullHandler`` (the baseline, process CPU per call), then ``--events`` records through the
   candidate built to hold the burst; it settles with the library's own flush and polls the
@@ -88,13 +87,15 @@ def caller(key: str, url: str, n: int, base_calls: int, rounds: int, stuck: floa
     cand = CANDIDATES[key]
     null = core.logger_for(logging.NullHandler())
     core.calls(null, "logging", base_calls)  # warm-up
-    base = [core.calls(null, "logging", base_calls) for _ in range(rounds)]
     built = _build(key, url, 0)
     if built is None:
         return
     target = core.target_of(built, cand.api)
     longest = longest_call(target, cand.api, n, stuck)
-    measured = [core.calls(target, cand.api, n) for _ in range(rounds)]
+    base, measured = [], []
+    for _ in range(rounds):  # paired: the machine's noise comes in bursts
+        base.append(core.calls(null, "logging", base_calls))
+        measured.append(core.calls(target, cand.api, n))
     _print(
         {
             "base_wall": [w for w, _ in base],

@@ -93,7 +93,7 @@ def holds_logging_lock() -> bool:
 class Batch:
     """Encoded events for one request; retried as a unit (the body is built once)."""
 
-    __slots__ = ("_body", "attempts", "first_try", "lines", "segment")
+    __slots__ = ("_body", "attempts", "first_try", "lines", "memory", "segment")
 
     def __init__(self, lines: list[bytes], segment: Segment | None = None) -> None:
         self.lines = lines
@@ -101,10 +101,17 @@ class Batch:
         self.attempts = 0  # failed attempts that count against max_retries (not 429s)
         self.first_try = 0.0  # monotonic time of the first attempt (0: not tried yet)
         self._body: bytes | None = None
+        self.memory = sum(map(line_size, lines))  # estimate, for max_buffer_bytes
 
     @property
     def count(self) -> int:
         return len(self.lines)
+
+    def drop_oldest(self, n: int) -> None:
+        """Forget the first ``n`` events (the buffer is full); the body is built anew."""
+        gone, self.lines = self.lines[:n], self.lines[n:]
+        self.memory -= sum(map(line_size, gone))
+        self._body = None
 
     def body(self, gzipped: bool) -> bytes:
         if self._body is None:
@@ -163,8 +170,12 @@ class Channel:
         self.buf: deque[Any] = deque()
         self.buf_bytes = 0  # the sum of measure(item) over what is buffered
         self.draft: list[bytes] = []  # encoded lines of the batch being filled (sender thread)
-        self.draft_bytes = 0
+        self.draft_bytes = 0  # its body size, for max_batch_bytes
         self.pending: deque[Batch] = deque()
+        # What the sender holds encoded (the draft and the pending batches), as the producers
+        # see it for the bounds: written by the sender thread, read by put().
+        self.backlog_count = 0
+        self.backlog_memory = 0
         self.enqueued = 0  # accepted by put()
         self.settled = 0  # accepted and then delivered or dropped
         self.lost = 0  # accepted and then dropped
@@ -221,7 +232,11 @@ class Channel:
         if pid_hint != sender.pid and os.getpid() != sender.pid:
             sender.after_fork_in_child()
         buf = self.buf
-        if not ATOMIC or len(buf) >= self.max_items or self.buf_bytes + size > self.max_bytes:
+        if (
+            not ATOMIC
+            or len(buf) + self.backlog_count >= self.max_items
+            or self.buf_bytes + self.backlog_memory + size > self.max_bytes
+        ):
             return self._put_locked(item, size)
         buf.append(item)
         self.buf_bytes += size  # one statement each: atomic under the GIL (see ATOMIC)
@@ -237,9 +252,7 @@ class Channel:
         """``put`` with the lock held: a full buffer, or no GIL to make a statement atomic."""
         with self.lock:
             buf = self.buf
-            if (len(buf) >= self.max_items or self.buf_bytes + size > self.max_bytes) and (
-                not self._make_room(size)
-            ):
+            if self._full(size) and not self._make_room(size):
                 return False
             buf.append(item)
             self.buf_bytes += size
@@ -252,13 +265,23 @@ class Channel:
             self.sender.wake.set()
         return True
 
+    def _full(self, size: int) -> bool:
+        return (
+            len(self.buf) + self.backlog_count >= self.max_items
+            or self.buf_bytes + self.backlog_memory + size > self.max_bytes
+        )
+
     def _make_room(self, size: int) -> bool:
-        """The buffer is full (lock held): drop by ``drop_policy``; False when ``item`` must go."""
+        """The buffer is full (lock held): drop by ``drop_policy``; False when ``item`` must go.
+
+        The oldest events wait encoded on the sender's side, which drops them itself as it
+        encodes newer ones (``_fill``); here only what is still in the deque can go.
+        """
         opts, buf = self.options, self.buf
         if size > self.max_bytes or opts.drop_policy == "newest" or not buf:
             self.dropped["buffer_full"] = self.dropped.get("buffer_full", 0) + 1
             return False
-        while buf and (len(buf) >= self.max_items or self.buf_bytes + size > self.max_bytes):
+        while buf and self._full(size):
             gone = self.measure(buf.popleft())
             self.buf_bytes -= gone  # computed first: the statement itself must call nothing
             self.settled += 1
@@ -279,19 +302,30 @@ class Channel:
     def idle(self) -> bool:
         return not self.buf and not self.draft and not self.pending
 
-    def _fill(self) -> None:
+    def _fill(self) -> int:
         """Encode buffered items into the draft batch, up to ``batch_size`` lines in it.
 
-        A draft that would pass ``max_batch_bytes`` goes to ``pending`` first.
+        Called whenever the thread wakes, also while requests wait out a backoff or an
+        outage: buffered records are released early (no container for the garbage collector
+        to chase on the application's threads) and wait encoded, in less memory.  What the
+        buffer bounds allow is shared by the deque and what waits encoded: over them, the
+        oldest encoded events go (``drop_policy="oldest"``), or encoding stops and the
+        producers drop the newest.  Returns how many items it took.
         """
         opts = self.options
+        room = opts.batch_size - len(self.draft)
+        if room <= 0 or not self.buf:
+            return 0
+        # Leave the producers an eighth of the bounds for what arrives before the next wake.
+        max_items, max_bytes = self.max_items * 7 // 8, self.max_bytes * 7 // 8
+        newest = opts.drop_policy == "newest"
+        if newest and (self.backlog_count >= max_items or self.backlog_memory >= max_bytes):
+            return 0
         with self.lock:  # producers append on the right meanwhile, without it (see put)
-            n = min(opts.batch_size - len(self.draft), len(self.buf))
+            n = min(room, len(self.buf))
             popleft = self.buf.popleft
             items = [popleft() for _ in range(n)]
             self.signaled = False
-        if not n:
-            return
         taken = sum(map(self.measure, items))
         self.buf_bytes -= taken
         try:
@@ -299,32 +333,86 @@ class Channel:
         except Exception:  # noqa: BLE001 - one bad item never stops the sender: one at a time
             encoded = [self._encode_one(item) for item in items]
         del items  # the snapshots go now, on this thread
-        failed = 0
+        lines = [line for line in encoded if line is not None]
+        if len(lines) < len(encoded):
+            self._settle(len(encoded) - len(lines), lost=True, reason="encode_error")
+        # orjson's output keeps the buffer it grew (a 300-byte line can hold 4 KB): joined and
+        # split again, each line is its own size while it waits (lines hold no raw newline)
+        lines = b"\n".join(lines).split(b"\n") if lines else lines
+        if not newest:
+            self._evict(
+                len(lines) + len(self.buf) + self.backlog_count - max_items,
+                sum(map(line_size, lines)) + self.buf_bytes + self.backlog_memory - max_bytes,
+            )
         draft, size, cap = self.draft, self.draft_bytes, opts.max_batch_bytes
-        for line in encoded:
-            if line is None:
-                failed += 1
-                continue
+        for line in lines:
             if draft and size + len(line) + 1 > cap:
                 self.pending.append(Batch(draft))
                 draft, size = [], 0
             draft.append(line)
             size += len(line) + 1
         self.draft, self.draft_bytes = draft, size
-        if failed:
-            self._settle(failed, lost=True, reason="encode_error")
+        self._recount()
+        return n
+
+    def _evict(self, items: int, memory: int) -> None:
+        """Drop the oldest encoded events until ``items`` events and ``memory`` bytes are gone.
+
+        Oldest first: the pending batches in order (a replayed spool segment is on disk, not
+        in memory: left alone), then the draft.
+        """
+        lost = 0
+        for batch in self.pending:
+            if items <= 0 and memory <= 0:
+                break
+            if batch.segment is not None:
+                continue
+            n = 0
+            for line in batch.lines:
+                if (items <= 0 and memory <= 0) or n == len(batch.lines):
+                    break
+                items -= 1
+                memory -= line_size(line)
+                n += 1
+            batch.drop_oldest(n)
+            lost += n
+        if items > 0 or memory > 0:
+            n = 0
+            for line in self.draft:
+                if items <= 0 and memory <= 0:
+                    break
+                items -= 1
+                memory -= line_size(line)
+                n += 1
+            if n:
+                self.draft_bytes -= sum(len(line) + 1 for line in self.draft[:n])
+                self.draft = self.draft[n:]
+                lost += n
+        if lost:
+            self.pending = deque(b for b in self.pending if b.lines)
+            self._settle(lost, lost=True, reason="buffer_full")
+
+    def _recount(self) -> None:
+        """Publish what waits encoded, for the producers' bound checks."""
+        pending = [b for b in self.pending if b.segment is None]
+        self.backlog_count = len(self.draft) + sum(b.count for b in pending)
+        self.backlog_memory = (
+            self.draft_bytes + 63 * len(self.draft) + sum(b.memory for b in pending)
+        )
 
     def _close_draft(self, now: float) -> None:
         """The draft becomes the next batch to send; the next one may fill for an interval."""
         if self.draft:
             self.pending.append(Batch(self.draft))
             self.draft, self.draft_bytes = [], 0
+            self._recount()
         self.next_flush = now + self.interval * random.uniform(0.9, 1.1)
 
-    def _take(self, now: float) -> None:
-        """Everything buffered, up to a batch, into ``pending`` now (spool and exit paths)."""
-        self._fill()
+    def _take(self, now: float) -> int:
+        """What is buffered, up to a batch, into ``pending`` now; how many items it took."""
+        took = self._fill()
         self._close_draft(now)
+        return took
 
     def _unbatched(self) -> int:
         """Events put but in no batch yet: buffered or in the draft."""
@@ -350,33 +438,40 @@ class Channel:
 
     def service(self, now: float, transport: Transport, closing: bool, deadline: float) -> float:
         """Do at most one request for this channel; return when it next needs attention."""
+        try:
+            return self._service(now, transport, closing, deadline)
+        finally:
+            self._recount()
+
+    def _service(self, now: float, transport: Transport, closing: bool, deadline: float) -> float:
         opts = self.options
         if not self.pending and self.spool is not None and now >= self.ready_at(now):
             self._replay_next()
-        if not self.pending:
-            if self.buf and len(self.draft) < opts.batch_size:
-                self._fill()
-            if self.draft and (
-                len(self.draft) >= opts.batch_size
-                or now >= self.next_flush
-                or closing
-                or self.flush_upto > self.enqueued - self._unbatched()
-            ):
-                self._close_draft(now)
-            elif now >= self.next_flush:
-                self.next_flush = now + self.interval
+        took = self._fill()  # also while requests wait: see _fill
+        unbatched = self._unbatched()
+        flush_wants = bool(unbatched) and self.flush_upto > self.enqueued - unbatched
+        if self.draft and (
+            len(self.draft) >= opts.batch_size
+            or closing
+            or flush_wants
+            or (now >= self.next_flush and not self.pending)  # none waits ahead of it
+        ):
+            self._close_draft(now)
+        elif now >= self.next_flush and not self.draft:
+            self.next_flush = now + self.interval
         if self.pending:
             ready = self.ready_at(now)
             if now < ready:
                 if self.spool is not None and self.spool.enabled:
                     self._spool_while_waiting(now)
-                return ready
+                # more to encode meanwhile: come back at once; else when the wait ends
+                return now if took and len(self.buf) >= self.wake_at else ready
             self._attempt(now, transport, closing, deadline)
             now = time.monotonic()
             if self.pending:
                 return now
         unbatched = self._unbatched()
-        if len(self.buf) >= self.wake_at or (
+        if (took and len(self.buf) >= self.wake_at) or (
             unbatched and self.flush_upto > self.enqueued - unbatched
         ):
             return now
@@ -421,23 +516,17 @@ class Channel:
                     self.on_disk -= own
 
     def _spool_while_waiting(self, now: float) -> None:
-        """In a backoff, an open circuit or a rate-limit hold: put batches on disk, not in RAM."""
-        opts = self.options
+        """In a backoff, an open circuit or a rate-limit hold: batches wait on disk, not in RAM.
+
+        (What arrives meanwhile is encoded into the draft as usual, and goes to disk in its
+        turn once it is a batch.)
+        """
         kept: deque[Batch] = deque()
         while self.pending:
             batch = self.pending.popleft()
             if batch.segment is not None or not self._to_spool(batch):
                 kept.append(batch)
         self.pending = kept
-        while len(self.buf) >= max(opts.batch_size, opts.max_buffer_size // 2) or (
-            self.buf and self.buf_bytes >= opts.max_buffer_bytes // 2
-        ):
-            self._take(now)
-            while self.pending and self.pending[-1].segment is None:
-                batch = self.pending.pop()
-                if not self._to_spool(batch):
-                    self.pending.append(batch)
-                    return
 
     def _replay_next(self) -> None:
         """Load the oldest spooled segment as the next batch to send."""
@@ -470,14 +559,18 @@ class Channel:
         if self.spool is None or not self.spool.enabled:
             return
         now = time.monotonic()
-        while self.buf:
-            self._take(now)
-        for batch in list(self.pending):
-            self.pending.popleft()
-            if batch.segment is not None:
-                self.spool.release(batch.segment)
-            elif not self._to_spool(batch):
-                self.pending.appendleft(batch)
+        self._close_draft(now)
+        while True:
+            for batch in list(self.pending):
+                self.pending.popleft()
+                if batch.segment is not None:
+                    self.spool.release(batch.segment)
+                elif not self._to_spool(batch):
+                    self.pending.appendleft(batch)
+                    self._recount()
+                    return
+            self._recount()
+            if not (self.buf and self._take(now)):
                 return
 
     def _attempt(self, now: float, transport: Transport, closing: bool, deadline: float) -> None:
@@ -660,6 +753,7 @@ class Channel:
             n = len(gone) + len(self.draft) + sum(b.count for b in self.pending)
             self.draft, self.draft_bytes = [], 0
             self.pending.clear()
+        self._recount()
         gone_bytes = sum(map(self.measure, gone))
         self.buf_bytes -= gone_bytes
         if n:
@@ -682,7 +776,7 @@ class Channel:
                 "dropped_total": sum(dropped.values()),
                 "retries": self.retries,
                 "queue_depth": self._unbatched() + sum(b.count for b in self.pending),
-                "queue_bytes": self.buf_bytes + self.draft_bytes,
+                "queue_bytes": self.buf_bytes + self.backlog_memory,
                 "successful_rows": self.successful_rows,
                 "quarantined_rows": self.quarantined_rows,
                 "rate_limited": self.rate_limited,

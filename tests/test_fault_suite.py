@@ -352,3 +352,37 @@ def test_a_circuit_that_opens_while_flush_waits_is_probed_again(
     assert [r["message"] for r in events_api.rows()] == ["through the storm"]
     stats = handler.stats()
     assert stats["circuit_trips"] == 1 and stats["circuit_state"] == "closed"
+
+
+@pytest.mark.parametrize("policy", ["oldest", "newest"])
+def test_an_outage_keeps_what_the_bound_allows_by_drop_policy(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger, policy: str
+) -> None:
+    # During the outage the sender keeps encoding what arrives (so records do not stay alive
+    # on the application's side); the bound covers what waits encoded and what waits buffered.
+    cap = 400_000
+    handler = make_handler(
+        max_buffer_bytes=cap, batch_size=100, drop_policy=policy, circuit_breaker_threshold=10**6,
+        retry_base_delay=0.05, retry_max_delay=0.05,
+    )  # fmt: skip
+    logger.addHandler(handler)
+    events_api.fault = lambda req: Fault(status=503)
+    n = 3000
+    for i in range(n):
+        logger.info("event %05d %s", i, "p" * 200)
+        if i % 500 == 499:
+            assert handler.flush(0.05) is False  # the sender encodes and retries meanwhile
+    stats = handler.stats()
+    kept, dropped = stats["queue_depth"], stats["dropped"]["buffer_full"]
+    assert kept + dropped == n and 100 < kept < n // 2
+    assert stats["queue_bytes"] <= cap
+    events_api.fault = None
+    assert handler.flush(10)
+    messages = [r["message"][:11] for r in events_api.rows()]
+    assert len(set(messages)) == len(messages) == kept  # once each
+    assert messages == sorted(messages)  # in order
+    first, last = f"event {0:05d}", f"event {n - 1:05d}"
+    if policy == "oldest":
+        assert messages[-1] == last and messages[0] != first  # the newest stayed
+    else:
+        assert messages[0] == first and messages[-1] != last  # the oldest stayed
