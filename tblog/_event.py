@@ -89,6 +89,10 @@ class ExcInfo(NamedTuple):
 Snapshot = dict[str, Any]
 
 
+class _Uncommon(Exception):  # noqa: N818 - a branch, not an error
+    """A snapshot that takes the general path (``EventBuilder.encode_batch``)."""
+
+
 def _message_or_empty(snap: Snapshot) -> str:
     """``snap_message``, or "" for a snapshot without a message (the general path copes)."""
     try:
@@ -371,18 +375,22 @@ class EventBuilder:
 
     def encode(self, snap: Snapshot) -> bytes | None:
         """One JSON line for ``snap`` (shrunk to ``max_event_bytes``), or None when impossible."""
-        return self.encode_batch((snap,))[0]
+        chunk, count = self.encode_batch((snap,))
+        return chunk if count else None
 
-    def encode_batch(self, snaps: Sequence[Snapshot]) -> list[bytes | None]:
-        """``encode`` for each of ``snaps``, the common record's line built inline.
+    def encode_batch(self, snaps: Sequence[Snapshot]) -> tuple[bytes, int]:
+        """The NDJSON lines of ``snaps`` joined by newlines, and how many there are.
 
-        A common record (``tblog`` schema, no exception, stack or formatter) becomes a cached
-        *head* (the fields one call site shares on one thread of one process) plus a small
-        *tail* encoded by orjson; messages are screened for secrets once per batch.  Any
-        other snapshot, or a common one that does not fit this path, takes ``_encode_one``.
+        A snapshot that cannot be encoded (the sender counts it) has no line.  A common record
+        (``tblog`` schema, no exception, stack or formatter) becomes a cached *head* (the
+        fields one call site shares on one thread of one process) plus a small *tail* encoded
+        by orjson; messages are screened for secrets once per batch.  Any other snapshot, or a
+        common one that does not fit this path, takes ``_encode_one``.  Lines are joined 32 at
+        a time: orjson's output keeps the buffer it grew (a 300-byte line can hold 4 KB).
         """
         if self.schema != "tblog" or orjson_dumps is None:
-            return [self._encode_one(a) for a in snaps]
+            lines = [line for line in map(self._encode_one, snaps) if line is not None]
+            return b"\n".join(lines), len(lines)
         redactor = self.redactor
         messages = [_message_or_empty(a) for a in snaps]  # merged once: screened, then shipped
         flags = redactor.screen(messages) if redactor is not None else None
@@ -393,15 +401,17 @@ class EventBuilder:
         last_ms, last_sec, second, prefix = -1, -1, "", ""
         digits, digits_z = _DIGITS3, _DIGITS3Z
         row_of = _ROW_OF
-        out: list[bytes | None] = []
+        out: list[bytes] = []
+        parts: list[bytes] = []
+        count = 0
         for i, a in enumerate(snaps):
+            line: bytes | None = None
             try:
                 exc_info, stack_info, created, ctx = row_of(a)
                 trace_id, span_id, bound = ctx
                 message = messages[i]
                 if exc_info or stack_info or FMT_KEY in a:
-                    out.append(self._encode_one(a))
-                    continue
+                    raise _Uncommon
                 shape = shape_of(a)
                 head = heads.get(shape) or self._new_head(a, shape)
                 micros = int(created * 1_000_000 + 0.5)
@@ -438,25 +448,32 @@ class EventBuilder:
                             if t not in scalars and (t is not str or len(value) >= 8):
                                 extra = redactor.flat(extra)
                                 break
-                event = {
-                    "level": head,  # the fragment: the level's value and the other head fields
-                    "timestamp": prefix + digits_z[micros % 1000],
-                    "message": message,
-                    "trace_id": trace_id,
-                    "span_id": span_id,
-                    "event_id": id_block + _HEX2[number & 255],
-                    "extra": extra,
-                }
-            except (KeyError, TypeError, ValueError):  # a record built in some other way
-                out.append(self._encode_one(a))
-                continue
-            try:
-                line = odumps(event, default=default)
-            except Exception:  # noqa: BLE001 - what orjson refuses, the sanitising path takes
-                out.append(self._encode_one(a))
-                continue
-            out.append(line if len(line) <= limit else self._encode_one(a))
-        return out
+                line = odumps(
+                    {
+                        "level": head,  # the fragment: the level's value and the head fields
+                        "timestamp": prefix + digits_z[micros % 1000],
+                        "message": message,
+                        "trace_id": trace_id,
+                        "span_id": span_id,
+                        "event_id": id_block + _HEX2[number & 255],
+                        "extra": extra,
+                    },
+                    default=default,
+                )
+                if len(line) > limit:
+                    line = self._encode_one(a)  # shrunk there
+            except Exception:  # noqa: BLE001 - uncommon, built in some other way, refused by
+                line = self._encode_one(a)  # orjson: the general path copes
+            if line is not None:
+                out.append(line)
+                if len(out) == 32:
+                    parts.append(b"\n".join(out))
+                    count += 32
+                    out.clear()
+        if out:
+            parts.append(b"\n".join(out))
+            count += len(out)
+        return b"\n".join(parts), count
 
     def _new_extras(self, names: tuple[str, ...]) -> _Extras:
         """The ``extra=`` attribute names among a snapshot's, and whether one names a secret."""

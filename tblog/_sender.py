@@ -62,7 +62,9 @@ def line_size(line: bytes) -> int:
     return len(line) + 64
 
 
-BatchEncoder = Callable[[Sequence[Any]], "list[bytes | None]"]
+#: Encodes many items at once: their NDJSON lines joined by newlines, and how many there are
+#: (an item that cannot be encoded has no line; the channel counts it).
+BatchEncoder = Callable[[Sequence[Any]], "tuple[bytes, int]"]
 
 _IDLE_WAKE = 1.0  # the thread re-checks its channels at least this often
 WAKE_AT = 512  # buffered items that wake the sender thread (at most batch_size)
@@ -91,37 +93,77 @@ def holds_logging_lock() -> bool:
 
 
 class Batch:
-    """Encoded events for one request; retried as a unit (the body is built once)."""
+    """Encoded events for one request; retried as a unit (the body is built once).
 
-    __slots__ = ("_body", "attempts", "first_try", "lines", "memory", "segment")
+    The lines are kept joined, a chunk per ``add`` (they hold no raw newline): no bytes
+    object per event waits in memory, and the body is one more join away.  ``lines`` splits
+    them again for the rarer paths (a split on 413, the spool, dropping the oldest).
+    """
 
-    def __init__(self, lines: list[bytes], segment: Segment | None = None) -> None:
-        self.lines = lines
+    __slots__ = ("_body", "attempts", "chunks", "count", "first_try", "segment", "size")
+
+    def __init__(self, lines: list[bytes] | None = None, segment: Segment | None = None) -> None:
+        self.chunks: list[bytes] = []
+        self.count = 0  # events
+        self.size = 0  # bytes of the body: the lines and their newlines
         self.segment = segment  # replayed from this spool segment
         self.attempts = 0  # failed attempts that count against max_retries (not 429s)
         self.first_try = 0.0  # monotonic time of the first attempt (0: not tried yet)
         self._body: bytes | None = None
-        self.memory = sum(map(line_size, lines))  # estimate, for max_buffer_bytes
+        if lines:
+            self.add(lines)
+
+    def add(self, lines: list[bytes]) -> None:
+        self.add_chunk(b"\n".join(lines), len(lines))
+
+    def add_chunk(self, chunk: bytes, count: int) -> None:
+        """``count`` lines joined by newlines."""
+        self.chunks.append(chunk)
+        self.count += count
+        self.size += len(chunk) + 1
+        self._body = None
 
     @property
-    def count(self) -> int:
-        return len(self.lines)
+    def memory(self) -> int:
+        """Its estimate for ``max_buffer_bytes``."""
+        return self.size + 64 * len(self.chunks)
 
-    def drop_oldest(self, n: int) -> None:
-        """Forget the first ``n`` events (the buffer is full); the body is built anew."""
-        gone, self.lines = self.lines[:n], self.lines[n:]
-        self.memory -= sum(map(line_size, gone))
+    @property
+    def lines(self) -> list[bytes]:
+        return [line for chunk in self.chunks for line in chunk.split(b"\n")]
+
+    def drop_oldest(self, items: int, memory: int) -> tuple[int, int]:
+        """Forget the oldest events, until ``items`` events and ``memory`` bytes are gone (or
+        all of them).  Whole chunks where they are needed whole; returns (events, bytes)."""
+        events = freed = 0
+        while self.chunks and (events < items or freed < memory):
+            chunk = self.chunks[0]
+            k, b = chunk.count(b"\n") + 1, len(chunk) + 1
+            if items - events >= k or memory - freed >= b:
+                del self.chunks[0]
+                events, freed = events + k, freed + b
+                continue
+            lines = chunk.split(b"\n")  # the last chunk to touch: only part of it goes
+            n = 0
+            while n < len(lines) and (events < items or freed < memory):
+                events, freed, n = events + 1, freed + len(lines[n]) + 1, n + 1
+            self.chunks[0] = b"\n".join(lines[n:])
+            break
+        self.count -= events
+        self.size -= freed
         self._body = None
+        return events, freed
 
     def body(self, gzipped: bool) -> bytes:
         if self._body is None:
-            raw = b"\n".join([*self.lines, b""])  # one copy of the body, newline-terminated
+            raw = b"\n".join([*self.chunks, b""])  # one copy of the body, newline-terminated
             self._body = gzip_bytes(raw) if gzipped else raw
         return self._body
 
     def halves(self) -> tuple[Batch, Batch]:
-        mid = len(self.lines) // 2
-        return Batch(self.lines[:mid]), Batch(self.lines[mid:])
+        lines = self.lines
+        mid = len(lines) // 2
+        return Batch(lines[:mid]), Batch(lines[mid:])
 
 
 class Channel:
@@ -169,8 +211,7 @@ class Channel:
         self.lock = threading.Lock()
         self.buf: deque[Any] = deque()
         self.buf_bytes = 0  # the sum of measure(item) over what is buffered
-        self.draft: list[bytes] = []  # encoded lines of the batch being filled (sender thread)
-        self.draft_bytes = 0  # its body size, for max_batch_bytes
+        self.draft = Batch()  # the batch being filled (sender thread)
         self.pending: deque[Batch] = deque()
         # What the sender holds encoded (the draft and the pending batches), as the producers
         # see it for the bounds: written by the sender thread, read by put().
@@ -296,11 +337,12 @@ class Channel:
 
     # -- the sender's side -------------------------------------------------------------
 
-    def _encode_each(self, items: Sequence[Any]) -> list[bytes | None]:
-        return [self._encode_one(item) for item in items]
+    def _encode_each(self, items: Sequence[Any]) -> tuple[bytes, int]:
+        lines = [line for line in map(self._encode_one, items) if line is not None]
+        return b"\n".join(lines), len(lines)
 
     def idle(self) -> bool:
-        return not self.buf and not self.draft and not self.pending
+        return not self.buf and not self.draft.count and not self.pending
 
     def _fill(self) -> int:
         """Encode buffered items into the draft batch, up to ``batch_size`` lines in it.
@@ -313,7 +355,7 @@ class Channel:
         producers drop the newest.  Returns how many items it took.
         """
         opts = self.options
-        room = opts.batch_size - len(self.draft)
+        room = opts.batch_size - self.draft.count
         if room <= 0 or not self.buf:
             return 0
         # Leave the producers an eighth of the bounds for what arrives before the next wake.
@@ -329,29 +371,36 @@ class Channel:
         taken = sum(map(self.measure, items))
         self.buf_bytes -= taken
         try:
-            encoded = self.encode_batch(items)
+            chunk, count = self.encode_batch(items)
         except Exception:  # noqa: BLE001 - one bad item never stops the sender: one at a time
-            encoded = [self._encode_one(item) for item in items]
+            chunk, count = self._encode_each(items)
+        if count < n:
+            self._settle(n - count, lost=True, reason="encode_error")
         del items  # the snapshots go now, on this thread
-        lines = [line for line in encoded if line is not None]
-        if len(lines) < len(encoded):
-            self._settle(len(encoded) - len(lines), lost=True, reason="encode_error")
-        # orjson's output keeps the buffer it grew (a 300-byte line can hold 4 KB): joined and
-        # split again, each line is its own size while it waits (lines hold no raw newline)
-        lines = b"\n".join(lines).split(b"\n") if lines else lines
+        if not count:
+            self._recount()
+            return n
+        size = len(chunk) + 1
         if not newest:
             self._evict(
-                len(lines) + len(self.buf) + self.backlog_count - max_items,
-                sum(map(line_size, lines)) + self.buf_bytes + self.backlog_memory - max_bytes,
+                count + len(self.buf) + self.backlog_count - max_items,
+                size + 64 + self.buf_bytes + self.backlog_memory - max_bytes,
             )
-        draft, size, cap = self.draft, self.draft_bytes, opts.max_batch_bytes
-        for line in lines:
-            if draft and size + len(line) + 1 > cap:
-                self.pending.append(Batch(draft))
-                draft, size = [], 0
-            draft.append(line)
-            size += len(line) + 1
-        self.draft, self.draft_bytes = draft, size
+        cap = opts.max_batch_bytes
+        if self.draft.size + size > cap and self.draft.count:
+            self.pending.append(self.draft)  # past max_batch_bytes: the draft goes first
+            self.draft = Batch()
+        if size <= cap:
+            self.draft.add_chunk(chunk, count)
+        else:  # one encode's worth is over max_batch_bytes itself: line by line
+            lines, start, used = chunk.split(b"\n"), 0, 0
+            for i, line in enumerate(lines):
+                if used + len(line) + 1 > cap and i > start:
+                    self.draft.add(lines[start:i])
+                    self.pending.append(self.draft)
+                    self.draft, start, used = Batch(), i, 0
+                used += len(line) + 1
+            self.draft.add(lines[start:])
         self._recount()
         return n
 
@@ -362,49 +411,29 @@ class Channel:
         in memory: left alone), then the draft.
         """
         lost = 0
-        for batch in self.pending:
+        for batch in [*self.pending, self.draft]:
             if items <= 0 and memory <= 0:
                 break
-            if batch.segment is not None:
+            if batch.segment is not None or not batch.count:
                 continue
-            n = 0
-            for line in batch.lines:
-                if (items <= 0 and memory <= 0) or n == len(batch.lines):
-                    break
-                items -= 1
-                memory -= line_size(line)
-                n += 1
-            batch.drop_oldest(n)
-            lost += n
-        if items > 0 or memory > 0:
-            n = 0
-            for line in self.draft:
-                if items <= 0 and memory <= 0:
-                    break
-                items -= 1
-                memory -= line_size(line)
-                n += 1
-            if n:
-                self.draft_bytes -= sum(len(line) + 1 for line in self.draft[:n])
-                self.draft = self.draft[n:]
-                lost += n
+            events, freed = batch.drop_oldest(items, memory)
+            items, memory, lost = items - events, memory - freed, lost + events
         if lost:
-            self.pending = deque(b for b in self.pending if b.lines)
+            self.pending = deque(b for b in self.pending if b.count)
             self._settle(lost, lost=True, reason="buffer_full")
 
     def _recount(self) -> None:
         """Publish what waits encoded, for the producers' bound checks."""
-        pending = [b for b in self.pending if b.segment is None]
-        self.backlog_count = len(self.draft) + sum(b.count for b in pending)
-        self.backlog_memory = (
-            self.draft_bytes + 63 * len(self.draft) + sum(b.memory for b in pending)
-        )
+        batches = [b for b in self.pending if b.segment is None]
+        batches.append(self.draft)
+        self.backlog_count = sum(b.count for b in batches)
+        self.backlog_memory = sum(b.memory for b in batches)
 
     def _close_draft(self, now: float) -> None:
         """The draft becomes the next batch to send; the next one may fill for an interval."""
-        if self.draft:
-            self.pending.append(Batch(self.draft))
-            self.draft, self.draft_bytes = [], 0
+        if self.draft.count:
+            self.pending.append(self.draft)
+            self.draft = Batch()
             self._recount()
         self.next_flush = now + self.interval * random.uniform(0.9, 1.1)
 
@@ -416,7 +445,7 @@ class Channel:
 
     def _unbatched(self) -> int:
         """Events put but in no batch yet: buffered or in the draft."""
-        return len(self.buf) + len(self.draft)
+        return len(self.buf) + self.draft.count
 
     def _encode_one(self, item: Any) -> bytes | None:
         try:
@@ -450,14 +479,14 @@ class Channel:
         took = self._fill()  # also while requests wait: see _fill
         unbatched = self._unbatched()
         flush_wants = bool(unbatched) and self.flush_upto > self.enqueued - unbatched
-        if self.draft and (
-            len(self.draft) >= opts.batch_size
+        if self.draft.count and (
+            self.draft.count >= opts.batch_size
             or closing
             or flush_wants
             or (now >= self.next_flush and not self.pending)  # none waits ahead of it
         ):
             self._close_draft(now)
-        elif now >= self.next_flush and not self.draft:
+        elif now >= self.next_flush and not self.draft.count:
             self.next_flush = now + self.interval
         if self.pending:
             ready = self.ready_at(now)
@@ -750,8 +779,8 @@ class Channel:
         with self.lock:
             popleft = self.buf.popleft
             gone = [popleft() for _ in range(len(self.buf))]
-            n = len(gone) + len(self.draft) + sum(b.count for b in self.pending)
-            self.draft, self.draft_bytes = [], 0
+            n = len(gone) + self.draft.count + sum(b.count for b in self.pending)
+            self.draft = Batch()
             self.pending.clear()
         self._recount()
         gone_bytes = sum(map(self.measure, gone))
