@@ -375,22 +375,24 @@ class EventBuilder:
 
     def encode(self, snap: Snapshot) -> bytes | None:
         """One JSON line for ``snap`` (shrunk to ``max_event_bytes``), or None when impossible."""
-        chunk, count = self.encode_batch((snap,))
-        return chunk if count else None
+        chunks, count = self.encode_batch((snap,))
+        return chunks[0] if count else None
 
-    def encode_batch(self, snaps: Sequence[Snapshot]) -> tuple[bytes, int]:
-        """The NDJSON lines of ``snaps`` joined by newlines, and how many there are.
+    def encode_batch(self, snaps: Sequence[Snapshot]) -> tuple[list[bytes], int]:
+        """The NDJSON lines of ``snaps`` in chunks joined by newlines, and how many there are.
 
         A snapshot that cannot be encoded (the sender counts it) has no line.  A common record
         (``tblog`` schema, no exception, stack or formatter) becomes a cached *head* (the
         fields one call site shares on one thread of one process) plus a small *tail* encoded
         by orjson; messages are screened for secrets once per batch.  Any other snapshot, or a
         common one that does not fit this path, takes ``_encode_one``.  Lines are joined 32 at
-        a time: orjson's output keeps the buffer it grew (a 300-byte line can hold 4 KB).
+        a time: orjson's output keeps the buffer it grew (a 300-byte line can hold 4 KB), and
+        chunks that size come and go without the system's help (a batch's body is never one
+        megabyte-sized buffer: see ``gzip_lines``).
         """
         if self.schema != "tblog" or orjson_dumps is None:
             lines = [line for line in map(self._encode_one, snaps) if line is not None]
-            return b"\n".join(lines), len(lines)
+            return ([b"\n".join(lines)] if lines else []), len(lines)
         redactor = self.redactor
         messages = [_message_or_empty(a) for a in snaps]  # merged once: screened, then shipped
         flags = redactor.screen(messages) if redactor is not None else None
@@ -473,7 +475,7 @@ class EventBuilder:
         if out:
             parts.append(b"\n".join(out))
             count += len(out)
-        return b"\n".join(parts), count
+        return parts, count
 
     def _new_extras(self, names: tuple[str, ...]) -> _Extras:
         """The ``extra=`` attribute names among a snapshot's, and whether one names a secret."""

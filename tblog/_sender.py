@@ -41,7 +41,7 @@ from typing import Any
 from tblog import _diag
 from tblog._breaker import OPEN, CircuitBreaker, Pacer
 from tblog._config import Options
-from tblog._encode import gzip_bytes
+from tblog._encode import gzip_lines
 from tblog._retry import retry_delay
 from tblog._spool import Segment, Spool
 from tblog._transport import DROP, OK, RETRY, SPLIT, Result, Transport
@@ -62,9 +62,9 @@ def line_size(line: bytes) -> int:
     return len(line) + 64
 
 
-#: Encodes many items at once: their NDJSON lines joined by newlines, and how many there are
-#: (an item that cannot be encoded has no line; the channel counts it).
-BatchEncoder = Callable[[Sequence[Any]], "tuple[bytes, int]"]
+#: Encodes many items at once: their NDJSON lines in chunks of lines joined by newlines, and
+#: how many lines there are (an item that cannot be encoded has none; the channel counts it).
+BatchEncoder = Callable[[Sequence[Any]], "tuple[list[bytes], int]"]
 
 _IDLE_WAKE = 1.0  # the thread re-checks its channels at least this often
 WAKE_AT = 512  # buffered items that wake the sender thread (at most batch_size)
@@ -114,13 +114,13 @@ class Batch:
             self.add(lines)
 
     def add(self, lines: list[bytes]) -> None:
-        self.add_chunk(b"\n".join(lines), len(lines))
+        self.add_chunks([b"\n".join(lines)], len(lines))
 
-    def add_chunk(self, chunk: bytes, count: int) -> None:
-        """``count`` lines joined by newlines."""
-        self.chunks.append(chunk)
+    def add_chunks(self, chunks: list[bytes], count: int) -> None:
+        """``count`` lines, in chunks of lines joined by newlines."""
+        self.chunks += chunks
         self.count += count
-        self.size += len(chunk) + 1
+        self.size += sum(map(len, chunks)) + len(chunks)
         self._body = None
 
     @property
@@ -156,8 +156,10 @@ class Batch:
 
     def body(self, gzipped: bool) -> bytes:
         if self._body is None:
-            raw = b"\n".join([*self.chunks, b""])  # one copy of the body, newline-terminated
-            self._body = gzip_bytes(raw) if gzipped else raw
+            if gzipped:
+                self._body = gzip_lines(self.chunks)
+            else:
+                self._body = b"\n".join([*self.chunks, b""])  # newline-terminated
         return self._body
 
     def halves(self) -> tuple[Batch, Batch]:
@@ -337,9 +339,9 @@ class Channel:
 
     # -- the sender's side -------------------------------------------------------------
 
-    def _encode_each(self, items: Sequence[Any]) -> tuple[bytes, int]:
+    def _encode_each(self, items: Sequence[Any]) -> tuple[list[bytes], int]:
         lines = [line for line in map(self._encode_one, items) if line is not None]
-        return b"\n".join(lines), len(lines)
+        return ([b"\n".join(lines)] if lines else []), len(lines)
 
     def idle(self) -> bool:
         return not self.buf and not self.draft.count and not self.pending
@@ -371,29 +373,30 @@ class Channel:
         taken = sum(map(self.measure, items))
         self.buf_bytes -= taken
         try:
-            chunk, count = self.encode_batch(items)
+            chunks, count = self.encode_batch(items)
         except Exception:  # noqa: BLE001 - one bad item never stops the sender: one at a time
-            chunk, count = self._encode_each(items)
+            chunks, count = self._encode_each(items)
         if count < n:
             self._settle(n - count, lost=True, reason="encode_error")
         del items  # the snapshots go now, on this thread
         if not count:
             self._recount()
             return n
-        size = len(chunk) + 1
+        size = sum(map(len, chunks)) + len(chunks)
         if not newest:
             self._evict(
                 count + len(self.buf) + self.backlog_count - max_items,
-                size + 64 + self.buf_bytes + self.backlog_memory - max_bytes,
+                size + 64 * len(chunks) + self.buf_bytes + self.backlog_memory - max_bytes,
             )
         cap = opts.max_batch_bytes
         if self.draft.size + size > cap and self.draft.count:
             self.pending.append(self.draft)  # past max_batch_bytes: the draft goes first
             self.draft = Batch()
         if size <= cap:
-            self.draft.add_chunk(chunk, count)
+            self.draft.add_chunks(chunks, count)
         else:  # one encode's worth is over max_batch_bytes itself: line by line
-            lines, start, used = chunk.split(b"\n"), 0, 0
+            lines = [line for chunk in chunks for line in chunk.split(b"\n")]
+            start, used = 0, 0
             for i, line in enumerate(lines):
                 if used + len(line) + 1 > cap and i > start:
                     self.draft.add(lines[start:i])
