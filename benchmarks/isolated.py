@@ -45,6 +45,21 @@ def _print(result: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _print_rounds(
+    base: list[tuple[float, float]], measured: list[tuple[float, float]], **more: Any
+) -> None:
+    """Print paired rounds of ``(wall, cpu)``: the baseline's and the candidate's, and ``more``."""
+    _print(
+        {
+            "base_wall": [w for w, _ in base],
+            "base_cpu": [c for _, c in base],
+            "wall": [w for w, _ in measured],
+            "cpu": [c for _, c in measured],
+            **more,
+        }
+    )
+
+
 def _build(key: str, url: str, burst: int) -> Built | None:
     try:
         return CANDIDATES[key].build(url, burst)
@@ -96,15 +111,7 @@ def caller(key: str, url: str, n: int, base_calls: int, rounds: int, stuck: floa
     for _ in range(rounds):  # paired: the machine's noise comes in bursts
         base.append(core.calls(null, "logging", base_calls))
         measured.append(core.calls(target, cand.api, n))
-    _print(
-        {
-            "base_wall": [w for w, _ in base],
-            "base_cpu": [c for _, c in base],
-            "wall": [w for w, _ in measured],
-            "cpu": [c for _, c in measured],
-            "longest": longest,
-        }
-    )
+    _print_rounds(base, measured, longest=longest)
 
 
 def cost(key: str, url: str, n: int, base_calls: int, rounds: int) -> None:
@@ -126,16 +133,8 @@ def cost(key: str, url: str, n: int, base_calls: int, rounds: int) -> None:
         measured.append(core.calls(target, cand.api, n))
         logged += n
         built.settle()
-    _print(
-        {
-            "base_wall": [w for w, _ in base],
-            "base_cpu": [c for _, c in base],
-            "wall": [w for w, _ in measured],
-            "cpu": [c for _, c in measured],
-            "logged": logged,
-            "delivered": counter.rows(cand.protocol) - before if counter else None,
-        }
-    )
+    delivered = counter.rows(cand.protocol) - before if counter else None
+    _print_rounds(base, measured, logged=logged, delivered=delivered)
 
 
 def e2e(key: str, url: str, events: int, base_events: int, threads: int, quiet: float) -> None:
