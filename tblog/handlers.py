@@ -64,6 +64,23 @@ _get_ident = threading.get_ident
 _modules = sys.modules
 
 
+def _handle_unlocked(self: logging.Handler, record: logging.LogRecord) -> Any:
+    """``Handler.handle`` without the handler's lock (for handlers whose ``emit`` is thread-safe).
+
+    The lock would cost every logging call an ``RLock`` round trip, and make the threads that
+    log through one handler take turns.
+    """
+    if not self.filters:
+        self.emit(record)
+        return True
+    rv: Any = self.filter(record)
+    if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a new record
+        record = rv
+    if rv:
+        self.emit(record)
+    return rv
+
+
 class TinybirdLoggingHandler(logging.Handler):
     """Ship log records to a Tinybird datasource through the Events API, in batches.
 
@@ -188,17 +205,7 @@ class TinybirdLoggingHandler(logging.Handler):
 
     # -- hot path ----------------------------------------------------------------------
 
-    def handle(self, record: logging.LogRecord) -> Any:
-        """Filter and emit without taking the handler's lock: ``emit`` is thread-safe."""
-        if not self.filters:
-            self.emit(record)
-            return True
-        rv: Any = self.filter(record)
-        if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a new record
-            record = rv
-        if rv:
-            self.emit(record)
-        return rv
+    handle = _handle_unlocked
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -437,6 +444,8 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} wrapping {self.handler!r}>"
+
+    handle = _handle_unlocked  # the queue and the internal handler are thread-safe
 
     def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802 - logging API
         """The formatter shapes ``formatted_message`` in the listener's handler."""

@@ -223,3 +223,50 @@ def test_flush_covers_the_records_still_in_the_queue(
         q.gate.set()
         handler.close()
         logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("kind", ["direct", "queue"])
+def test_filters_apply_and_the_handler_lock_is_never_taken(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger, kind: str
+) -> None:
+    handler: Any = (
+        make_handler() if kind == "direct" else _queue_handler(events_api, queue.Queue(-1))
+    )
+    handler.addFilter(lambda record: "secret" not in record.getMessage())
+    if sys.version_info >= (3, 12):  # a filter may hand back a new record
+
+        def relabel(record: logging.LogRecord) -> logging.LogRecord:
+            copy = logging.makeLogRecord(record.__dict__)
+            copy.msg, copy.args = f"[{kind}] {record.getMessage()}", None
+            return copy
+
+        handler.addFilter(relabel)
+    logger.addHandler(handler)
+    holder_has_it, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:  # another thread holds the handler's lock meanwhile
+        with handler.lock:
+            holder_has_it.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    holder_has_it.wait()
+    done = threading.Event()
+
+    def log() -> None:
+        logger.info("kept %d", 1)
+        logger.info("a secret")
+        logger.info("kept %d", 2)
+        done.set()
+
+    try:
+        threading.Thread(target=log, daemon=True).start()
+        assert done.wait(10), "a logging call waited for the handler's lock"
+    finally:
+        release.set()
+        holder.join()
+    assert handler.flush(5)
+    handler.close()
+    prefix = f"[{kind}] " if sys.version_info >= (3, 12) else ""
+    assert [r["message"] for r in events_api.rows()] == [f"{prefix}kept 1", f"{prefix}kept 2"]
