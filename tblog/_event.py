@@ -32,10 +32,9 @@ from tblog._redact import Redactor
 # Attributes every LogRecord has (plus the ones formatters add, and tblog's own
 # carriers for the queue path): anything else in ``record.__dict__`` is an extra.
 CTX_ATTR = "_tblog_ctx"
-EXC_ATTR = "_tblog_exc"
 STANDARD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
-    | {"message", "asctime", "taskName", CTX_ATTR, EXC_ATTR}
+    | {"message", "asctime", "taskName", CTX_ATTR}
 )
 
 BASE_ATTRS = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
@@ -119,9 +118,6 @@ def get_message(record: logging.LogRecord) -> str:
 
 
 def exc_of(record: logging.LogRecord) -> ExcInfo | None:
-    carried = record.__dict__.get(EXC_ATTR)
-    if carried is not None:
-        return ExcInfo(*carried)
     info = record.exc_info
     if info and info[0] is not None:
         try:

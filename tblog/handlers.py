@@ -34,17 +34,13 @@ from tblog._event import (
     BASE_ATTRS,
     CTX_ATTR,
     DEFERRABLE,
-    EXC_ATTR,
     FMT_KEY,
     FMT_NONE,
     FMT_PLAIN,
     SNAPSHOT_OVERHEAD,
     EventBuilder,
     Snapshot,
-    clone,
-    exc_of,
     extra_keys,
-    extras_of,
     formatter_kind,
     get_message,
     snap_formatter,
@@ -472,33 +468,6 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
             self.handler._channel.count_drop("queue_full")
             return False
         return True
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        """A picklable copy: message merged, exception as text, trace context attached."""
-        attrs = record.__dict__.copy()
-        message = get_message(record)
-        exc = exc_of(record)
-        attrs.update(msg=message, args=None, exc_info=None, message=message)
-        attrs["exc_text"] = exc.stacktrace if exc is not None else None
-        if exc is not None:
-            attrs[EXC_ATTR] = tuple(exc)
-        if CTX_ATTR not in attrs:
-            trace_id, span_id, bound = context.capture()
-            attrs[CTX_ATTR] = (trace_id, span_id, dict(bound))
-        if self._cross_process:
-            # Only JSON-able values cross a process boundary safely (pickle may fail later,
-            # on multiprocessing's feeder thread, where the record would be lost silently).
-            for key, value in extras_of(attrs).items():
-                attrs[key] = jsonable(value)
-            trace_id, span_id, bound = attrs[CTX_ATTR]
-            attrs[CTX_ATTR] = (trace_id, span_id, jsonable(dict(bound)))
-        return clone(record, attrs)
-
-    def enqueue(self, record: Any) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except _queue.Full:
-            self.handler._channel.count_drop("queue_full")
 
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
         """Deliver what was logged through this handler before the call, queue included.
