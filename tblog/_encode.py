@@ -18,7 +18,7 @@ import os
 import re
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
@@ -30,11 +30,13 @@ except ImportError:  # pragma: no cover - orjson is a dependency on CPython
 
 __all__ = [
     "GZIP_BACKEND",
+    "LINES_PER_CHUNK",
     "MAX_DEPTH",
     "Fragment",
     "dumps",
     "gzip_bytes",
     "gzip_lines",
+    "join_lines",
     "json_default",
     "jsonable",
     "orjson_dumps",
@@ -176,6 +178,22 @@ _fast_gzip = _isal()
 #: Which gzip compresses request bodies: "isal" (Intel ISA-L, about ten times zlib's speed
 #: at a like ratio) when the ``speedups`` extra is installed, else "zlib".
 GZIP_BACKEND = "isal" if _fast_gzip is not None else "zlib"
+
+
+#: Encoded lines are kept joined by newlines in chunks of this many: orjson's output keeps
+#: the buffer it grew (a 300-byte line can hold 4 KB), and chunks of this size come and go
+#: without the system's help (a batch's body is never one megabyte-sized buffer).
+LINES_PER_CHUNK = 32
+
+
+def join_lines(lines: Iterable[bytes | None]) -> tuple[list[bytes], int]:
+    """``lines`` (None: no line) in chunks of ``LINES_PER_CHUNK`` joined by newlines, and how
+    many lines there are."""
+    kept = [line for line in lines if line is not None]
+    chunks = [
+        b"\n".join(kept[i : i + LINES_PER_CHUNK]) for i in range(0, len(kept), LINES_PER_CHUNK)
+    ]
+    return chunks, len(kept)
 
 
 def gzip_bytes(data: bytes, level: int = 1) -> bytes:

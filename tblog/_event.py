@@ -26,7 +26,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from tblog import context
-from tblog._encode import Fragment, dumps, json_default, orjson_dumps, shrink_event, to_text
+from tblog._encode import (
+    LINES_PER_CHUNK,
+    Fragment,
+    dumps,
+    join_lines,
+    json_default,
+    orjson_dumps,
+    shrink_event,
+    to_text,
+)
 from tblog._redact import Redactor
 
 # Attributes every LogRecord has (plus the ones formatters add, and tblog's own
@@ -381,14 +390,11 @@ class EventBuilder:
         (``tblog`` schema, no exception, stack or formatter) becomes a cached *head* (the
         fields one call site shares on one thread of one process) plus a small *tail* encoded
         by orjson; messages are screened for secrets once per batch.  Any other snapshot, or a
-        common one that does not fit this path, takes ``_encode_one``.  Lines are joined 32 at
-        a time: orjson's output keeps the buffer it grew (a 300-byte line can hold 4 KB), and
-        chunks that size come and go without the system's help (a batch's body is never one
-        megabyte-sized buffer: see ``gzip_lines``).
+        common one that does not fit this path, takes ``_encode_one``.  Lines are joined
+        ``LINES_PER_CHUNK`` at a time as they come (``join_lines``, inline).
         """
         if self.schema != "tblog" or orjson_dumps is None:
-            lines = [line for line in map(self._encode_one, snaps) if line is not None]
-            return ([b"\n".join(lines)] if lines else []), len(lines)
+            return join_lines(map(self._encode_one, snaps))
         redactor = self.redactor
         messages = [_message_or_empty(a) for a in snaps]  # merged once: screened, then shipped
         flags = redactor.screen(messages) if redactor is not None else None
@@ -398,7 +404,7 @@ class EventBuilder:
         id_prefix, id_counter, id_block, last_hi = _ids.prefix, _ids.counter, "", -1
         last_ms, last_sec, second, prefix = -1, -1, "", ""
         digits, digits_z = _DIGITS3, _DIGITS3Z
-        row_of = _ROW_OF
+        row_of, per_chunk = _ROW_OF, LINES_PER_CHUNK
         out: list[bytes] = []
         parts: list[bytes] = []
         count = 0
@@ -464,9 +470,9 @@ class EventBuilder:
                 line = self._encode_one(a)  # orjson: the general path copes
             if line is not None:
                 out.append(line)
-                if len(out) == 32:
+                if len(out) == per_chunk:
                     parts.append(b"\n".join(out))
-                    count += 32
+                    count += per_chunk
                     out.clear()
         if out:
             parts.append(b"\n".join(out))

@@ -41,7 +41,7 @@ from typing import Any
 from tblog import _diag
 from tblog._breaker import OPEN, CircuitBreaker, Pacer
 from tblog._config import Options
-from tblog._encode import gzip_lines
+from tblog._encode import gzip_lines, join_lines
 from tblog._retry import retry_delay
 from tblog._spool import Segment, Spool
 from tblog._transport import DROP, OK, RETRY, SPLIT, Result, Transport
@@ -57,9 +57,14 @@ ATOMIC = platform.python_implementation() == "CPython" and bool(
 )
 
 
+#: What ``max_buffer_bytes`` counts for a bytes object beyond its length (its header and its
+#: slot in a container).
+BYTES_OVERHEAD = 64
+
+
 def line_size(line: bytes) -> int:
     """The buffer-memory estimate of an already encoded line (the default ``measure``)."""
-    return len(line) + 64
+    return len(line) + BYTES_OVERHEAD
 
 
 #: Encodes many items at once: their NDJSON lines in chunks of lines joined by newlines, and
@@ -126,7 +131,7 @@ class Batch:
     @property
     def memory(self) -> int:
         """Its estimate for ``max_buffer_bytes``."""
-        return self.size + 64 * len(self.chunks)
+        return self.size + BYTES_OVERHEAD * len(self.chunks)
 
     @property
     def lines(self) -> list[bytes]:
@@ -276,7 +281,7 @@ class Channel:
             sender.after_fork_in_child()
         buf = self.buf
         if (
-            not ATOMIC
+            not ATOMIC  # or ``_full(size)``, inline: a call would cost every record
             or len(buf) + self.backlog_count >= self.max_items
             or self.buf_bytes + self.backlog_memory + size > self.max_bytes
         ):
@@ -340,8 +345,7 @@ class Channel:
     # -- the sender's side -------------------------------------------------------------
 
     def _encode_each(self, items: Sequence[Any]) -> tuple[list[bytes], int]:
-        lines = [line for line in map(self._encode_one, items) if line is not None]
-        return ([b"\n".join(lines)] if lines else []), len(lines)
+        return join_lines(map(self._encode_one, items))
 
     def idle(self) -> bool:
         return not self.buf and not self.draft.count and not self.pending
@@ -386,7 +390,11 @@ class Channel:
         if not newest:
             self._evict(
                 count + len(self.buf) + self.backlog_count - max_items,
-                size + 64 * len(chunks) + self.buf_bytes + self.backlog_memory - max_bytes,
+                size
+                + BYTES_OVERHEAD * len(chunks)
+                + self.buf_bytes
+                + self.backlog_memory
+                - max_bytes,
             )
         cap = opts.max_batch_bytes
         if self.draft.size + size > cap and self.draft.count:
@@ -434,10 +442,9 @@ class Channel:
 
     def _close_draft(self, now: float) -> None:
         """The draft becomes the next batch to send; the next one may fill for an interval."""
-        if self.draft.count:
+        if self.draft.count:  # (the backlog's totals stay as they are: no _recount)
             self.pending.append(self.draft)
             self.draft = Batch()
-            self._recount()
         self.next_flush = now + self.interval * random.uniform(0.9, 1.1)
 
     def _take(self, now: float) -> int:
