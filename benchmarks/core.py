@@ -164,11 +164,11 @@ class Result:
 
     @property
     def median(self) -> float:
-        return statistics.median(self.seconds) if self.seconds else float("nan")
+        return _median(self.seconds)
 
     @property
     def median_wall(self) -> float:
-        return statistics.median(self.wall) if self.wall else float("nan")
+        return _median(self.wall)
 
     @property
     def ratio(self) -> float:
@@ -179,6 +179,10 @@ class Result:
     @property
     def wall_ratio(self) -> float:
         return _paired(self.wall, self.base_wall)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 def _paired(measured: list[float], base: list[float]) -> float:
@@ -195,7 +199,7 @@ def caller_cost(url: str, keys: list[str], calls_per_round: int, rounds: int) ->
     the next baseline round), and the rows the sink counted for it are added up: a handler
     that drops under this load shows it.  One library per process, as in an application:
     no peer's background threads or heap weigh on another's figures.  A candidate's ratio is
-    its median over the median of its own child's baseline rounds.
+    the median over rounds of each round over its child's baseline round just before it.
     """
     results = {key: Result(CANDIDATES[key].name) for key in keys}
     for key in keys:
@@ -297,11 +301,11 @@ class EndToEnd:
 
     @property
     def ratio(self) -> float:
-        return statistics.median(self.ratios) if self.ratios else float("nan")
+        return _median(self.ratios)
 
     @property
     def rate(self) -> float:
-        return statistics.median(self.rates) if self.rates else float("nan")
+        return _median(self.rates)
 
     @property
     def complete(self) -> bool:
