@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from tblog import _config, context
+from tblog import _config, _diag, context
 from tblog._encode import jsonable
 from tblog._event import (
     BASE_ATTRS,
@@ -307,13 +307,55 @@ class TinybirdLoggingHandler(logging.Handler):
         return stats
 
 
+def _carry_context(q: Any) -> None:
+    """Make ``q.put_nowait`` attach the caller's trace context to the records put on ``q``.
+
+    A standard ``QueueHandler`` puts its copy of the record (``prepare``) with
+    ``put_nowait``, on the caller's thread: there the context is read and attached to that
+    copy (never to the caller's record), and the listener's handlers read it instead of
+    their own thread's.  On a queue between processes the bound fields go as JSON values.
+    A queue that refuses the attribute keeps working, without the context.
+    """
+    put_nowait = getattr(q, "put_nowait", None)
+    if put_nowait is None or getattr(put_nowait, "_tblog_carries", False):
+        return
+    portable = not isinstance(q, (_queue.Queue, _queue.SimpleQueue))
+    record_type, capture = logging.LogRecord, context.capture
+
+    def put_with_context(item: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(item, record_type) and CTX_ATTR not in item.__dict__:
+            try:
+                trace_id, span_id, bound = capture()
+                if portable:
+                    bound = jsonable(dict(bound))
+                item.__dict__[CTX_ATTR] = (trace_id, span_id, bound)
+            except Exception:  # noqa: BLE001, S110 - the record goes on without its context
+                pass
+        return put_nowait(item, *args, **kwargs)
+
+    put_with_context._tblog_carries = True  # type: ignore[attr-defined]
+    try:
+        q.put_nowait = put_with_context
+    except Exception:  # noqa: BLE001 - a queue without an instance dict: no context
+        _diag.warn_once(
+            "queue-context",
+            "tblog: cannot attach the trace context to records on a %s; their trace ids are "
+            "the listener thread's",
+            type(q).__name__,
+        )
+
+
 class TinybirdQueueListener(logging.handlers.QueueListener):
     """A ``QueueListener`` that starts itself and drains its queue at exit.
 
     For ``dictConfig`` on Python 3.12+ (``listener: tblog.TinybirdQueueListener``),
     which creates the listener but never starts it.  ``start()`` and ``stop()``
-    are idempotent, and a forked child never stops its parent's listener.
+    are idempotent, and a forked child never stops its parent's listener.  Records
+    that a standard ``QueueHandler`` puts on its queue carry the trace context of the
+    logging call (``_carry_context``).
     """
+
+    _carries_context = True
 
     def __init__(
         self,
@@ -323,6 +365,8 @@ class TinybirdQueueListener(logging.handlers.QueueListener):
         stop_timeout: float = 10.0,
     ) -> None:
         super().__init__(queue, *handlers, respect_handler_level=respect_handler_level)
+        if self._carries_context:
+            _carry_context(queue)
         self._owner_pid = os.getpid()
         self._state_lock = threading.Lock()
         self.stop_timeout = stop_timeout
@@ -373,6 +417,12 @@ class TinybirdQueueListener(logging.handlers.QueueListener):
             if isinstance(handler, TinybirdLoggingHandler):
                 handler.accept(item)
                 return
+
+
+class _SnapshotListener(TinybirdQueueListener):
+    """The listener of a ``TinybirdLoggingQueueHandler``: its snapshots carry their context."""
+
+    _carries_context = False
 
 
 _listeners: weakref.WeakSet[TinybirdQueueListener] = weakref.WeakSet()
@@ -436,7 +486,7 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
         self._cross_process = not isinstance(queue, (_queue.Queue, _queue.SimpleQueue))
         self._owner_pid = os.getpid()
         self._closed = False
-        self.listener = TinybirdQueueListener(queue, self.handler)
+        self.listener: TinybirdQueueListener = _SnapshotListener(queue, self.handler)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} wrapping {self.handler!r}>"

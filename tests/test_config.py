@@ -73,6 +73,7 @@ def test_dictconfig_queue_listener_yaml(
     assert tblog.flush(5)
     [row] = events_api.rows()
     assert row["message"] == "through the queue"
+    assert row["trace_id"] == "q-trace"  # read on the caller's thread, not the listener's
 
 
 def test_listener_starts_itself_as_dictconfig_builds_it(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import multiprocessing
 import os
 import queue
@@ -270,3 +271,60 @@ def test_filters_apply_and_the_handler_lock_is_never_taken(
     handler.close()
     prefix = f"[{kind}] " if sys.version_info >= (3, 12) else ""
     assert [r["message"] for r in events_api.rows()] == [f"{prefix}kept 1", f"{prefix}kept 2"]
+
+
+def test_a_stdlib_queue_handler_carries_the_callers_context_to_the_listener(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    # The dictConfig form of 3.12+ (a standard QueueHandler, tblog's listener): the context
+    # is read on the caller's thread, not on the listener's, and the caller's record is
+    # left as it was.
+    q: queue.Queue[Any] = queue.Queue()
+    listener = tblog.TinybirdQueueListener(q, make_handler())
+    logger.addHandler(logging.handlers.QueueHandler(q))
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    logger.addHandler(Keep())
+    with tblog.trace("t-queued", "s-queued"), tblog.bound(user="u-7"):
+        logger.info("through a stdlib queue %d", 1)
+    logger.info("outside any trace")
+    listener.stop()
+    assert tblog.flush(5)
+    rows = events_api.rows()
+    assert [(r["message"], r["trace_id"], r["span_id"]) for r in rows] == [
+        ("through a stdlib queue 1", "t-queued", "s-queued"),
+        ("outside any trace", "", ""),
+    ]
+    assert rows[0]["extra"] == {"user": "u-7"} and rows[1]["extra"] == {}
+    assert all(set(r.__dict__) == set(seen[-1].__dict__) for r in seen)
+    assert not any(k.startswith("_tblog") for r in seen for k in r.__dict__)
+
+
+def _child_logs_bound(name: str, trace_id: str) -> None:
+    with tblog.trace(trace_id), tblog.bound(lock=threading.Lock()):  # a lock cannot be pickled
+        logging.getLogger(name).warning("from child %d", os.getpid())
+
+
+@fork_only
+def test_a_stdlib_queue_handler_across_processes_carries_context_as_json(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue(-1)
+    listener = tblog.TinybirdQueueListener(q, make_handler())
+    logger.addHandler(logging.handlers.QueueHandler(q))
+    procs = [ctx.Process(target=_child_logs_bound, args=(logger.name, f"c-{i}")) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    listener.stop()
+    assert tblog.flush(5)
+    rows = events_api.rows()
+    assert sorted(r["trace_id"] for r in rows) == ["c-0", "c-1"]
+    assert all(r["extra"]["lock"].startswith("<unlocked _thread.lock") for r in rows)
