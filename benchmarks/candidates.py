@@ -94,19 +94,18 @@ def _tblog_zlib(url: str, burst: int) -> Built:
     return _tblog(url, burst)
 
 
-def _tblog_queue(url: str, burst: int) -> Built:
+def _tblog_queue(url: str, burst: int, q: Any = None) -> Built:
     import tblog
 
-    q: queue.Queue[Any] = queue.Queue(-1)
+    q = queue.Queue(-1) if q is None else q
     h = tblog.TinybirdLoggingQueueHandler(q, url, TOKEN, APP, **_tblog_sizing(burst))
+    # flush() also covers what still waits in the queue: a mark goes through it
+    return Built(h, lambda: _ignore(h.flush(30)), h.close)
 
-    def settle() -> None:
-        # flush() delivers what the listener already handed to the sender, not what still
-        # waits in the queue: wait for the listener first (it calls task_done()).
-        q.join()
-        h.flush(30)
 
-    return Built(h, settle, h.close)
+def _tblog_simple_queue(url: str, burst: int) -> Built:
+    """The queue handler on a ``queue.SimpleQueue``, whose ``put`` is written in C."""
+    return _tblog_queue(url, burst, queue.SimpleQueue())
 
 
 def _tinybird_sdk(url: str, burst: int) -> Built:
@@ -235,6 +234,10 @@ CANDIDATES: dict[str, Candidate] = {
             _tblog_zlib, "tinybird",
         ),
         Candidate("tblog-queue", "tblog TinybirdLoggingQueueHandler", _tblog_queue, "tinybird"),
+        Candidate(
+            "tblog-simple-queue", "tblog TinybirdLoggingQueueHandler on a `queue.SimpleQueue`",
+            _tblog_simple_queue, "tinybird",
+        ),
         Candidate(
             "tblog-structlog", "tblog structlog TinybirdProcessor", _tblog_structlog, "tinybird",
             api="structlog",

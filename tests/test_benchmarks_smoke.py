@@ -51,6 +51,7 @@ def test_benchmarks_quick_run() -> None:
         "logging.NullHandler",
         "tblog TinybirdLoggingHandler",
         "tblog TinybirdLoggingQueueHandler",
+        "tblog TinybirdLoggingQueueHandler on a `queue.SimpleQueue`",
         "tblog structlog TinybirdProcessor",
         *PEERS,
     ]:
