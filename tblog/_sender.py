@@ -148,12 +148,14 @@ class Batch:
                 del self.chunks[0]
                 events, freed = events + k, freed + b
                 continue
-            lines = chunk.split(b"\n")  # the last chunk to touch: only part of it goes
+            lines = chunk.split(b"\n")  # the last chunk to touch: part of it, or all
             n = 0
             while n < len(lines) and (events < items or freed < memory):
                 events, freed, n = events + 1, freed + len(lines[n]) + 1, n + 1
-            self.chunks[0] = b"\n".join(lines[n:])
-            break
+            if n < len(lines):
+                self.chunks[0] = b"\n".join(lines[n:])
+            else:  # its last line was the one needed: no empty chunk stays (it reads as a line)
+                del self.chunks[0]
         self.count -= events
         self.size -= freed
         self._body = None
@@ -814,7 +816,10 @@ class Channel:
                 "dropped": dropped,
                 "dropped_total": sum(dropped.values()),
                 "retries": self.retries,
-                "queue_depth": self._unbatched() + sum(b.count for b in self.pending),
+                # Put and not yet delivered, dropped or spooled: buffered, being encoded, or
+                # in a batch.  Every settling counts under this lock, so an event is in
+                # exactly one of queue_depth, sent and dropped whenever stats() looks.
+                "queue_depth": self.enqueued - self.settled,
                 "queue_bytes": self.buf_bytes + self.backlog_memory,
                 "successful_rows": self.successful_rows,
                 "quarantined_rows": self.quarantined_rows,

@@ -14,9 +14,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tblog import _diag
-from tblog._sender import get_sender
+from tblog._sender import Batch, get_sender
 from tests.eventsapi import BlackHole, EventsAPI, Fault, Request
 
 FAST = {"retry_base_delay": 0.01, "retry_max_delay": 0.05}
@@ -354,6 +356,36 @@ def test_a_circuit_that_opens_while_flush_waits_is_probed_again(
     assert stats["circuit_trips"] == 1 and stats["circuit_state"] == "closed"
 
 
+def test_dropping_a_chunks_last_line_leaves_no_empty_line_behind() -> None:
+    # Two lines are asked for, but the bytes need the third, the chunk's last: the chunk goes.
+    batch = Batch([b"aa", b"bb", b"cc"])
+    batch.add([b"dd"])
+    assert batch.drop_oldest(2, 8) == (3, 9)
+    assert (batch.count, batch.size, batch.lines, batch.body(False)) == (1, 3, [b"dd"], b"dd\n")
+    assert batch.drop_oldest(1, 0) == (1, 3) and batch.count == 0 and batch.lines == []
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    chunks=st.lists(st.lists(st.binary(max_size=5).filter(lambda b: b"\n" not in b), min_size=1)),
+    items=st.integers(0, 40),
+    memory=st.integers(0, 150),
+)
+def test_dropping_the_oldest_keeps_count_size_and_lines_in_step(
+    chunks: list[list[bytes]], items: int, memory: int
+) -> None:
+    batch = Batch()
+    for lines in chunks:
+        batch.add(lines)
+    every = [line for lines in chunks for line in lines]
+    events, freed = batch.drop_oldest(items, memory)
+    kept = every[events:]
+    assert (batch.lines if batch.chunks else []) == kept  # no chunk left empty: it reads as a line
+    assert freed == sum(len(line) + 1 for line in every[:events])
+    assert (batch.count, batch.size) == (len(kept), sum(len(line) + 1 for line in kept))
+    assert events == len(every) or (events >= items and freed >= memory)  # enough, or all
+
+
 @pytest.mark.parametrize("policy", ["oldest", "newest"])
 def test_an_outage_keeps_what_the_bound_allows_by_drop_policy(
     events_api: EventsAPI, make_handler: Any, logger: logging.Logger, policy: str
@@ -370,6 +402,9 @@ def test_an_outage_keeps_what_the_bound_allows_by_drop_policy(
     n = 3000
     for i in range(n):
         logger.info("event %05d %s", i, "p" * 200)
+        if i % 20 == 19:  # whatever the sender is doing, each event is counted in one place
+            stats = handler.stats()
+            assert stats["queue_depth"] + stats["dropped_total"] + stats["sent"] == i + 1
         if i % 500 == 499:
             assert handler.flush(0.05) is False  # the sender encodes and retries meanwhile
     stats = handler.stats()

@@ -65,6 +65,33 @@ def test_requests_are_gzipped_ndjson_with_bearer_token(
     assert stats["queue_depth"] == 0 and stats["bytes_sent"] > 0
 
 
+def test_stats_count_the_events_the_sender_is_encoding(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger
+) -> None:
+    # Taken from the buffer, not in a batch yet: still in queue_depth (it counted none).
+    handler = make_handler(batch_size=10)
+    channel = handler._channel
+    encoding, go = threading.Event(), threading.Event()
+    encode_batch = channel.encode_batch
+
+    def held(items: Any) -> Any:
+        encoding.set()
+        go.wait(10)
+        return encode_batch(items)
+
+    channel.encode_batch = held
+    logger.addHandler(handler)
+    for i in range(10):  # a batch's worth wakes the sender
+        logger.info("n=%d", i)
+    assert encoding.wait(10)
+    stats = handler.stats()
+    go.set()
+    assert (stats["queue_depth"], stats["sent"], stats["dropped_total"]) == (10, 0, 0)
+    assert handler.flush(5) and len(events_api.rows()) == 10
+    stats = handler.stats()
+    assert (stats["queue_depth"], stats["sent"], stats["dropped_total"]) == (0, 10, 0)
+
+
 @pytest.mark.parametrize("backend", ["zlib", "isal"])
 def test_both_gzip_backends_make_standard_gzip(backend: str, monkeypatch: Any) -> None:
     if backend == "isal":
