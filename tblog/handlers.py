@@ -47,6 +47,7 @@ from tblog._event import (
     snapshot,
     snapshot_size,
 )
+from tblog._queues import fast_put, take_all
 from tblog._redact import build_redactor
 from tblog._sender import Channel, busy_threads, get_sender, holds_logging_lock
 
@@ -379,8 +380,7 @@ class TinybirdQueueListener(logging.handlers.QueueListener):
             if self._thread is not None and os.getpid() == self._owner_pid:
                 return
             self._owner_pid = os.getpid()
-            monitor = self._monitor  # type: ignore[attr-defined]
-            thread = threading.Thread(target=monitor, name="tblog-queue-listener")
+            thread = threading.Thread(target=self._monitor, name="tblog-queue-listener")
             thread.daemon = True
             thread.start()
             self._thread = thread
@@ -395,6 +395,29 @@ class TinybirdQueueListener(logging.handlers.QueueListener):
             self.enqueue_sentinel()
         if thread is not threading.current_thread():
             thread.join(self.stop_timeout)
+
+    def _monitor(self) -> None:
+        """Handle what arrives until the sentinel; on a plain ``queue.Queue``, all that is
+        queued at each wake-up at once (``take_all``), not one ``get()`` per record."""
+        bulk = take_all(self.queue)
+        if bulk is None or type(self).dequeue is not logging.handlers.QueueListener.dequeue:
+            super()._monitor()  # type: ignore[misc]
+            return
+        take, done = bulk
+        sentinel, handle = self._sentinel, self.handle  # type: ignore[attr-defined]
+        while True:
+            items = take()
+            stop = not items  # a queue shut down (3.13+)
+            try:
+                for item in items:
+                    if item is sentinel:
+                        stop = True  # what was put after it is handled too, not left behind
+                    else:
+                        handle(item)
+            finally:
+                done(len(items))
+            if stop:
+                return
 
     def handle(self, record: Any) -> None:
         if type(record) is dict:  # from a TinybirdLoggingQueueHandler: a snapshot or a marker
@@ -423,6 +446,16 @@ class _SnapshotListener(TinybirdQueueListener):
     """The listener of a ``TinybirdLoggingQueueHandler``: its snapshots carry their context."""
 
     _carries_context = False
+
+    def __init__(self, queue: Any, handler: TinybirdLoggingHandler) -> None:
+        self._accept = handler.accept
+        super().__init__(queue, handler)
+
+    def handle(self, record: Any) -> None:
+        if type(record) is dict and FLUSH_KEY not in record:  # a snapshot: the common case
+            self._accept(record)
+        else:
+            super().handle(record)
 
 
 _listeners: weakref.WeakSet[TinybirdQueueListener] = weakref.WeakSet()
@@ -484,6 +517,7 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
         self.handler = TinybirdLoggingHandler(api_url, token, app_name, ds_name, **options)
         self.handler._put = self._enqueue_snapshot  # its snapshots go on the queue
         self._cross_process = not isinstance(queue, (_queue.Queue, _queue.SimpleQueue))
+        self._put_nowait = fast_put(queue)
         self._owner_pid = os.getpid()
         self._closed = False
         self.listener: TinybirdQueueListener = _SnapshotListener(queue, self.handler)
@@ -513,7 +547,7 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
         if self._cross_process:
             snap = _portable(snap)
         try:
-            self.queue.put_nowait(snap)
+            self._put_nowait(snap)
         except _queue.Full:
             self.handler._channel.count_drop("queue_full")
             return False
