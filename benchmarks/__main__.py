@@ -1,8 +1,9 @@
 """``python -m benchmarks``: run every measurement side by side and print one Markdown report.
 
 tblog and its peers (``benchmarks.candidates``) are measured in the same run, row by row:
-caller cost, what tblog adds to structlog, caller cost under failure, end to end, delivery at
-exit, and tblog's memory during an outage (then, in a full run, the fleet and ``tblog local``).
+caller cost, what tblog adds to structlog, caller cost under failure, end to end, gzip's share
+of an event, delivery at exit, and tblog's memory during an outage (then, in a full run, the
+fleet and ``tblog local``).
 
 Options: ``--calls`` per round, ``--rounds``, ``--events`` for the end-to-end runs,
 ``--e2e-rounds``, ``--exit-events``, ``--outage-seconds`` (60 by default, as the issue asks),
@@ -19,7 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from benchmarks import core
+from benchmarks import core, gzip_cost
 from benchmarks.candidates import CANDIDATES
 
 # The rows of each table, by candidate key (benchmarks.candidates).
@@ -186,6 +187,7 @@ def run(args: argparse.Namespace) -> str:
         lines += _structlog_table(results)
         lines += _failure_table(args, storm_sink)
         lines += _end_to_end_table(args, ok_sink)
+        lines += ["", *gzip_cost.report(3 if args.quick else 15)]
         lines += _exit_table(args, ok_sink)
 
     cap = 16 * 2**20

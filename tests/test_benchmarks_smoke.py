@@ -75,6 +75,10 @@ def test_benchmarks_quick_run() -> None:
         if line.startswith("| tblog "):
             assert line.endswith("| yes |"), line  # every event arrives
 
+    gzip = _section(out, "Gzip's share of an event")
+    _row(gzip, "zlib, level 1 (tblog without `tblog[speedups]`)")
+    _row(gzip, "ISA-L, level 1 (tblog with `tblog[speedups]`)")  # the test extras install it
+
     exits = _section(out, "Share of events that arrive at a normal exit")
     assert "| tblog TinybirdLoggingHandler | 100.0% |" in exits  # every event arrives at exit
     for label in ["tblog TinybirdLoggingQueueHandler", *PEERS[1:]]:
