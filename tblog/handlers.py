@@ -412,8 +412,15 @@ class TinybirdQueueListener(logging.handlers.QueueListener):
                 for item in items:
                     if item is sentinel:
                         stop = True  # what was put after it is handled too, not left behind
-                    else:
+                        continue
+                    try:
                         handle(item)
+                    except Exception as exc:  # noqa: BLE001 - one bad item: the rest go on
+                        _diag.diag(
+                            logging.ERROR, "listener-item",
+                            "tblog: the queue listener could not handle a %s (%s)",
+                            type(item).__name__, type(exc).__name__,
+                        )  # fmt: skip
             finally:
                 done(len(items))
             if stop:

@@ -141,6 +141,26 @@ def test_the_listener_handles_what_it_took_after_the_sentinel_too() -> None:
     listener.stop()
 
 
+def test_an_item_the_listener_cannot_handle_does_not_stop_the_rest() -> None:
+    class Fragile(tblog.TinybirdQueueListener):
+        def handle(self, record: Any) -> None:
+            if record.getMessage() == "bad":
+                raise RuntimeError("cannot")
+            super().handle(record)
+
+    q = queue.Queue[Any]()
+    keep = _Keep()
+    for item in (_record("bad"), _record("good"), None):  # one take: all three
+        q.put(item)
+    listener = Fragile(q, keep)
+    thread = listener._thread
+    assert thread is not None
+    thread.join(5)
+    assert not thread.is_alive() and keep.messages == ["good"]
+    assert q.unfinished_tasks == 0
+    listener.stop()
+
+
 @pytest.mark.parametrize("make", [queue.SimpleQueue, _Subclass])
 def test_the_listener_uses_get_on_other_queues(make: Any) -> None:
     q = make()
