@@ -85,6 +85,18 @@ def _child_logs(name: str, trace_id: str) -> None:
         log.warning("from child %d", os.getpid(), extra={"weird": object()})
 
 
+def _in_children(ctx: Any, target: Any, name: str, trace_ids: list[str]) -> set[int | None]:
+    """Run ``target(name, trace_id)`` in a child process per trace id; each must exit cleanly.
+    Returns the children's pids."""
+    procs = [ctx.Process(target=target, args=(name, trace_id)) for trace_id in trace_ids]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    return {p.pid for p in procs}
+
+
 @fork_only
 def test_multiprocessing_queue_children_records_arrive(
     events_api: EventsAPI, logger: logging.Logger
@@ -94,21 +106,14 @@ def test_multiprocessing_queue_children_records_arrive(
     handler = _queue_handler(events_api, q)
     logger.addHandler(handler)
     try:
-        procs = [
-            ctx.Process(target=_child_logs, args=(logger.name, f"child-{i}")) for i in range(3)
-        ]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(30)
-            assert p.exitcode == 0
+        pids = _in_children(ctx, _child_logs, logger.name, ["child-0", "child-1", "child-2"])
         handler.close()
     finally:
         logger.removeHandler(handler)
     rows = events_api.rows()
     assert sorted(r["trace_id"] for r in rows) == ["child-0", "child-1", "child-2"]
     assert all(r["message"].startswith("from child") for r in rows)
-    assert {r["process_id"] for r in rows} == {p.pid for p in procs}
+    assert {r["process_id"] for r in rows} == pids
     assert all(r["extra"]["weird"].startswith("<object object") for r in rows)
 
 
@@ -317,12 +322,7 @@ def test_a_stdlib_queue_handler_across_processes_carries_context_as_json(
     q = ctx.Queue(-1)
     listener = tblog.TinybirdQueueListener(q, make_handler())
     logger.addHandler(logging.handlers.QueueHandler(q))
-    procs = [ctx.Process(target=_child_logs_bound, args=(logger.name, f"c-{i}")) for i in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
+    _in_children(ctx, _child_logs_bound, logger.name, ["c-0", "c-1"])
     listener.stop()
     assert tblog.flush(5)
     rows = events_api.rows()
