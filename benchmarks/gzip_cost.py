@@ -16,6 +16,7 @@ import time
 import zlib
 from collections.abc import Callable
 
+from benchmarks import core
 from tblog import _encode
 from tblog._event import FMT_NONE, EventBuilder, snapshot
 
@@ -38,16 +39,6 @@ def _batch() -> tuple[list[bytes], int]:
     )  # fmt: skip
     chunks, _ = builder.encode_batch(snaps)
     return chunks, sum(map(len, chunks)) + len(chunks)  # the body's bytes before gzip
-
-
-def _null_call(n: int) -> float:
-    log = logging.getLogger("benchmarks.gzip_cost.null")
-    log.propagate, log.handlers = False, [logging.NullHandler()]
-    log.setLevel(logging.INFO)
-    start = time.thread_time()
-    for i in range(n):
-        log.info("user %s logged in", 42, extra={"request_id": "r-1234", "attempt": i})
-    return (time.thread_time() - start) / n
 
 
 def _with_backend(chunks: list[bytes], backend: object) -> bytes:
@@ -79,8 +70,9 @@ def measure(rounds: int = 15) -> list[tuple[str, float, float]]:
                         lambda: _with_backend(chunks, fast)))  # fmt: skip
     ratios: dict[str, list[float]] = {label: [] for label, _ in ways}
     sizes: dict[str, int] = {}
+    null_logger = core.logger_for(logging.NullHandler())
     for _ in range(rounds):
-        null = _null_call(EVENTS)
+        null = core.calls(null_logger, "logging", EVENTS)[1]  # the caller-thread CPU of a call
         for label, way in ways:
             start = time.thread_time()
             body = way()
