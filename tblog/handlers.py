@@ -308,6 +308,12 @@ class TinybirdLoggingHandler(logging.Handler):
         return stats
 
 
+def _crosses_processes(q: Any) -> bool:
+    """Whether what goes on ``q`` may be pickled for another process (any queue but the
+    ``queue`` module's in-process ones): then only JSON values go."""
+    return not isinstance(q, (_queue.Queue, _queue.SimpleQueue))
+
+
 def _carry_context(q: Any) -> None:
     """Make ``q.put_nowait`` attach the caller's trace context to the records put on ``q``.
 
@@ -320,7 +326,7 @@ def _carry_context(q: Any) -> None:
     put_nowait = getattr(q, "put_nowait", None)
     if put_nowait is None or getattr(put_nowait, "_tblog_carries", False):
         return
-    portable = not isinstance(q, (_queue.Queue, _queue.SimpleQueue))
+    portable = _crosses_processes(q)
     record_type, capture = logging.LogRecord, context.capture
 
     def put_with_context(item: Any, *args: Any, **kwargs: Any) -> Any:
@@ -523,7 +529,7 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
         self.setLevel(level)
         self.handler = TinybirdLoggingHandler(api_url, token, app_name, ds_name, **options)
         self.handler._put = self._enqueue_snapshot  # its snapshots go on the queue
-        self._cross_process = not isinstance(queue, (_queue.Queue, _queue.SimpleQueue))
+        self._cross_process = _crosses_processes(queue)
         self._put_nowait = fast_put(queue)
         self._owner_pid = os.getpid()
         self._closed = False
