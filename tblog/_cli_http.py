@@ -1,7 +1,8 @@
 """The small HTTP client behind the CLI: SQL queries and Events API posts.
 
 Works the same against ``tblog local`` and Tinybird.  The token goes only in the
-``Authorization`` header; errors carry the server's message, never the token.
+``Authorization`` header (the session comes from ``tblog._http``: no ``.netrc`` entry
+replaces it); errors carry the server's message, never the token.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import requests
 
 from tblog._config import resolve_api_url, resolve_token
 from tblog._encode import gzip_bytes
+from tblog._http import session_for
 from tblog._version import __version__
 
 __all__ = ["ApiClient", "ApiError"]
@@ -32,8 +34,7 @@ class ApiClient:
         self.host = resolve_api_url(host)
         self._token = resolve_token(token)
         self.timeout = timeout
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = f"tblog-cli/{__version__}"
+        self.session = session_for(self.host, user_agent=f"tblog-cli/{__version__}")
         self.session.headers["Authorization"] = f"Bearer {self._token}"
 
     def __repr__(self) -> str:

@@ -1,69 +1,226 @@
-"""Redaction: secrets scrubbed from an event before it leaves the process (sender thread).
+"""Redaction: secrets scrubbed from an event or a row before it leaves the process.
 
 ``Redactor.event`` takes an event dict that tblog built (its own dict, so it may be
 changed in place) and replaces, in ``extra`` (the record's extras and the bound fields,
-at any depth), the exception text, the message and the formatted message:
+at any depth), the exception, the message, the formatted message and the stack:
 
-* the value of every key that names a secret (``password``, ``passwd``, ``secret``,
-  ``token``, ``api_key``, ``authorization``, ``cookie``, ``set-cookie`` and the user's
-  own keys), matched case-insensitively with ``-`` and ``_`` alike, also as the first or
-  last word of a longer key (``db_password``, ``access_token``, ``X-Api-Key``), but not
-  inside another word (``tokens``, ``prompt_tokens`` are left alone);
-* every match of the value patterns in any text: bearer/basic credentials, JWTs and
-  Tinybird tokens, ``password=...``-style pairs, card numbers (15 to 19 digits starting
-  with 3 to 6 that pass the Luhn check), and the user's own regular expressions.
+* the value of every key that names a secret.  A key is split into words (``-``, ``_``,
+  ``.``, spaces and camelCase all separate: ``userPassword``, ``user-password`` and
+  ``USER_PASSWORD`` are the same key) and judged by its last word, the noun that says
+  what it holds: ``db_password``, ``access_token``, ``X-Api-Key``, ``session_id``,
+  ``csrftoken``, ``aws_secret_access_key`` are secrets; ``token_count``,
+  ``completion_tokens``, ``password_reset_sent``, ``cookie_consent`` and ``api_key_id``
+  are not.  Trailing words that only say how a secret is written (``password_hash``,
+  ``auth_header``, ``password2``) are skipped first.  The user's ``redact_keys`` also
+  match as the first or last words of a longer key.
+* every match of the value patterns in any text: ``Bearer``/``Basic`` credentials (a
+  token-shaped value: "Basic understanding" stays), ``Authorization: <scheme> ...``
+  headers, JWTs and Tinybird tokens, ``key=value`` / ``"key": "value"`` pairs whose key
+  names a secret (judged as above), AWS access key ids, GitHub, Slack, Stripe, OpenAI,
+  Google API and Logfire keys, PEM private key blocks, the password of a URL or DSN
+  (``postgres://user:...@host``), card numbers (15 to 19 digits starting with 3 to 6
+  that pass the Luhn check), and the user's own regular expressions.
 
-Containers the caller owns (nested dicts and lists in ``extra``) are never modified:
-scrubbing builds new ones.
+The rows of the other producers get the same treatment: ``Redactor.row`` for tblog's own
+rows (the tracker's, LiteLLM's, the traces'; their column names are never judged),
+``mapping``/``flat`` for a ``Datasource`` dict row and ``line`` for an NDJSON one, and
+``json_text`` for a column holding JSON text (keys judged as in a dict).  Containers the
+caller owns (nested dicts and lists) are never modified: scrubbing builds new ones.  A
+text without a hint of any of these (a cheap substring pre-check) skips the regular
+expressions.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 REDACTED = "[REDACTED]"
 CIRCULAR = "<circular reference>"  # the encoder's own marker (tblog._encode.jsonable)
 
-DEFAULT_KEYS = (
-    "password", "passwd", "secret", "token", "api_key", "apikey", "authorization",
-    "cookie", "set_cookie",
-)  # fmt: skip
+#: Words that make a key secret when they are its last word (its head noun).
+_SECRET_WORDS = frozenset((
+    "password", "passwd", "passphrase", "pwd", "secret", "secrets", "token", "auth",
+    "authorization", "cookie", "cookies", "credential", "credentials", "session", "sessionid",
+    "phpsessid", "csrftoken", "xsrftoken", "csrf", "xsrf", "jwt", "ssn", "apikey",
+    "privatekey", "symfony", "cvv", "cvc",
+))  # fmt: skip
+#: Pairs of last words that make a key secret (``api_key``, ``x_real_ip``...).
+_SECRET_PAIRS = frozenset((
+    ("api", "key"), ("private", "key"), ("secret", "key"), ("access", "key"),
+    ("signing", "key"), ("encryption", "key"), ("master", "key"), ("session", "id"),
+    ("session", "key"), ("connect", "sid"), ("social", "security"), ("security", "number"),
+    ("credit", "card"), ("card", "number"), ("ip", "address"), ("remote", "addr"),
+    ("forwarded", "for"), ("real", "ip"),
+))  # fmt: skip
+#: ``<word>_token`` keys that count or page, not authenticate (``completion_token``...).
+_NOT_SECRET_TOKENS = frozenset((
+    "completion", "prompt", "input", "output", "total", "max", "min", "cached", "cache",
+    "reasoning", "num", "n", "count", "audio", "text", "image", "page", "next", "previous",
+    "prev", "continuation", "pagination", "cancellation", "sync", "cursor", "start", "end",
+    "stop", "eos", "bos", "pad", "unk", "sep", "special", "mask",
+))  # fmt: skip
+#: Trailing words that say how a secret is written, not what it is (``password_hash``).
+_FORM_WORDS = frozenset((
+    "value", "val", "hash", "hashed", "plain", "plaintext", "raw", "str", "string", "text",
+    "b64", "base64", "hex", "encoded", "enc", "encrypted", "bytes", "data", "header",
+    "headers", "confirm", "confirmation", "again", "repeat", "old", "new", "current",
+))  # fmt: skip
 
-_DEFAULT_PATTERNS = (
-    # "Authorization: Bearer abc..." / "Basic dXNlcjpwYXNz": keep the scheme, hide the secret
-    r"(?P<scheme>\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC))\s+[A-Za-z0-9._~+/=-]{8,}",
-    # JWTs, Tinybird tokens (p.eyJ...)
-    r"\b(?:p\.)?eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]+)*",
-    # password=hunter2, "api_key": "..." in free text
-    r"(?P<key>(?i:\b(?:password|passwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)))"
-    r"(?P<sep>[\"']?\s*[=:]\s*[\"']?)[^\s\"',;&]+",
-    # card numbers: 15-19 digits starting with 3-6 (Amex, Visa, Mastercard, Discover...),
-    # optionally grouped by spaces or dashes, that pass the Luhn check; millisecond
-    # timestamps (13 digits) and snowflake ids (starting with 1) are left alone
-    r"(?P<card>\b[3-6](?:[ -]?\d){14,18}\b)",
+#: Kept for compatibility: the words of the default secret keys.
+DEFAULT_KEYS = tuple(sorted(_SECRET_WORDS))
+
+#: Values of a secret ``key: value`` pair in text that hold no secret ("Session: expired").
+_STATUS_VALUES = frozenset((
+    "true", "false", "null", "none", "nil", "yes", "no", "on", "off", "set", "unset", "empty",
+    "missing", "required", "invalid", "expired", "ok", "failed", "present", "redacted",
+    "***", "[redacted]", "undefined", "n/a", "valid", "revoked",
+))  # fmt: skip
+
+_CAMEL_LOWER = re.compile(r"([a-z0-9])([A-Z])")
+_CAMEL_UPPER = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+def _words(key: str) -> list[str]:
+    """``userPassword``, ``user-password``, ``USER_PASSWORD`` -> ``["user", "password"]``."""
+    key = _CAMEL_UPPER.sub(r"\1_\2", _CAMEL_LOWER.sub(r"\1_\2", key)).lower()
+    return [w for w in _NOT_ALNUM.split(key) if w]
+
+
+def _default_secret(words: list[str]) -> bool:
+    while len(words) > 1 and (words[-1] in _FORM_WORDS or words[-1].isdigit()):
+        words = words[:-1]
+    if not words:
+        return False
+    last = words[-1].rstrip("0123456789") or words[-1]
+    if last in _SECRET_WORDS:
+        return not (last == "token" and len(words) > 1 and words[-2] in _NOT_SECRET_TOKENS)
+    return len(words) > 1 and (words[-2], last) in _SECRET_PAIRS
+
+
+# -- value patterns ----------------------------------------------------------------------
+
+#: PEM private key blocks (to the end of the text when the END line is missing).
+_PEM = re.compile(
+    r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\Z)"
 )
+#: "Bearer <token>" / "Basic <base64>" anywhere (``_replace_bearer`` wants a token shape).
+_BEARER = re.compile(
+    r"(?P<scheme>\b(?i:bearer|basic))[ \t]+(?P<value>[A-Za-z0-9_~+/-][A-Za-z0-9._~+/-]*=*)"
+)
+#: URL / DSN credentials: ``scheme://user:<password>@host`` keeps all but the password.
+_DSN = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/?#@\"'<>]*:)[^\s@/?#\"'<>]+(?=@)"
+)
+#: JWTs and Tinybird tokens (p.eyJ...).
+_JWT = re.compile(r"\b(?:p\.)?eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]+)*")
+#: Well-known key formats: AWS access key ids, GitHub, Slack, Stripe, OpenAI/Anthropic,
+#: Google API keys, Logfire write tokens.
+_KNOWN = re.compile(
+    r"\b(?:(?:AKIA|ASIA)[A-Z0-9]{16}\b"
+    r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|[rs]k_(?:live|test)_[A-Za-z0-9]{10,}"
+    r"|sk-(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}"
+    r"|AIza[0-9A-Za-z_-]{30,}"
+    r"|pylf_v[0-9]+_[A-Za-z0-9_]{16,})"
+)
+#: Card numbers: 15-19 digits starting with 3-6 (Amex, Visa, Mastercard, Discover...),
+#: optionally grouped by spaces or dashes, that pass the Luhn check; millisecond
+#: timestamps (13 digits) and snowflake ids (starting with 1) are left alone.
+_CARD = re.compile(r"\b[3-6](?:[ -]?\d){14,18}\b")
+#: ``key=value`` / ``"key": "value"`` / ``Authorization: Bearer ...``: found from the
+#: separator back to the key (judged by ``secret_key``), then forward to the value.
+_SEPARATOR = re.compile(r"[=:]")
+_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_AFTER_SEPARATOR = re.compile(
+    r"[ \t]*(?P<quote>[\"']?)"
+    r"(?P<scheme>(?i:bearer|basic|token|digest|negotiate|apikey|sso-key)[ \t]+)?"
+)
+_BARE_VALUE = re.compile(r"[^\s\"',;&]+")
+_MAX_KEY = 64
 
-#: Texts that contain none of "earer", "basic", "eyj", "pass", "secret", "key", "token"
-#: and fewer than 15 digits cannot match the default patterns: they skip the regexes.
+#: The batch pre-check (``screen``): a text with none of these (lowercased), none of
+#: ``_CASED_HINTS`` and no run of 15 digits (spaces and dashes between them ignored)
+#: cannot match any pattern.  ``_may_match_defaults`` is the same test for one text, a
+#: little finer (the words of a secret key count only next to a ``=`` or ``:``).
+_HINT_WORDS = (
+    "pass", "key", "token", "secret", "auth", "earer", "basic", "pwd", "sess", "cookie",
+    "credential", "srf", "jwt", "ssn", "cvv", "cvc", "://", "sk-", "xox", "k_live", "k_test",
+    "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat", "pylf_", "connect.sid",
+)  # fmt: skip
+_CASED_HINTS = ("AKIA", "ASIA", "AIza", "eyJ")
 _NON_DIGITS = bytes(b for b in range(256) if not 48 <= b <= 57)
 _CARD_DIGITS = 15
-
-#: The pre-check of the default patterns: a text with none of these words (lowercased) and
-#: no run of 15 digits (spaces and dashes between them ignored) cannot match any of them.
-_HINT_WORDS = ("earer", "basic", "eyj", "pass", "secret", "key", "token")
 _CARD_MAP = bytes(48 if 48 <= b <= 57 else 46 for b in range(256))  # digits to "0", else "."
 _CARD_RUN = b"0" * _CARD_DIGITS
 
 
+def _has_card_digits(value: str) -> bool:
+    return len(value.encode("utf-8", "replace").translate(None, _NON_DIGITS)) >= _CARD_DIGITS
+
+
 def _may_match_defaults(value: str) -> bool:
-    low = value.lower()
+    """False when no default pattern can match ``value`` (a few substring scans)."""
+    if "=" in value or ":" in value:
+        low = value.lower()
+        if (
+            "pass" in low or "key" in low or "token" in low or "secret" in low or "auth" in low
+            or "pwd" in low or "sess" in low or "cookie" in low or "credential" in low
+            or "srf" in low or "jwt" in low or "ssn" in low or "cvv" in low or "cvc" in low
+            or "connect.sid" in low or ("://" in value and "@" in value)
+        ):  # fmt: skip
+            return True
     return (
-        "earer" in low or "basic" in low or "eyj" in low or "pass" in low
-        or "secret" in low or "key" in low or "token" in low
-        or len(value.encode("utf-8", "replace").translate(None, _NON_DIGITS)) >= _CARD_DIGITS
+        "earer" in value or "EARER" in value or "asic" in value or "ASIC" in value
+        or "eyJ" in value or "KEY-----" in value or _known_hint(value)
+        or _has_card_digits(value)
     )  # fmt: skip
+
+
+def _json_hint(text: str) -> bool:
+    """``_may_match_defaults``, and the keys a JSON text may hold that no pattern has a hint of."""
+    if _may_match_defaults(text):
+        return True
+    low = text.lower()
+    return (
+        "addr" in low or "forwarded" in low or "real" in low or "card" in low
+        or "social" in low or "symfony" in low
+    )  # fmt: skip
+
+
+def _known_hint(value: str) -> bool:
+    return (
+        "sk-" in value or "xox" in value or "AKIA" in value or "ASIA" in value
+        or "AIza" in value
+        or ("_" in value and ("gh" in value or "k_live" in value or "k_test" in value
+                              or "pylf" in value))
+    )  # fmt: skip
+
+
+def _token_shaped(value: str) -> bool:
+    """A credential, not a word: a digit, a ``+/=_~``, or a capital after a small letter."""
+    if any(c.isdigit() or c in "+/=_~" for c in value):
+        return True
+    return any(value[i].islower() and value[i + 1].isupper() for i in range(len(value) - 1))
+
+
+def _replace_bearer(match: re.Match[str]) -> str:
+    value = match["value"]
+    bare = value.rstrip(".")  # the end of a sentence is not part of the token
+    core = bare.rstrip("=")  # nor is base64's padding a sign of one ("Basic realm=")
+    if len(core) < 8 or not _token_shaped(core):
+        return match.group()
+    return f"{match['scheme']} {REDACTED}{value[len(bare) :]}"
+
+
+def _replace_card(match: re.Match[str]) -> str:
+    text = match.group()
+    return REDACTED if _luhn(text.replace(" ", "").replace("-", "")) else text
 
 
 _SCALARS = frozenset((int, float, bool, type(None)))
@@ -82,17 +239,16 @@ def _luhn(digits: str) -> bool:
 
 
 def _normal(key: str) -> str:
-    return key.lower().replace("-", "_").strip("_")
+    return "_".join(_words(key))
 
 
 class Redactor:
-    """Scrubs secret keys and secret-looking values from tblog's event dicts."""
+    """Scrubs secret keys and secret-looking values from tblog's event dicts and rows."""
 
     def __init__(self, keys: Iterable[str] = (), patterns: Iterable[str] = ()) -> None:
-        self.keys = frozenset(_normal(k) for k in (*DEFAULT_KEYS, *keys))
+        self.keys = frozenset(k for k in (_normal(k) for k in keys) if k)
         self._suffixes = tuple("_" + k for k in self.keys)
         self._prefixes = tuple(k + "_" for k in self.keys)
-        self._pattern = re.compile("|".join(f"(?:{p})" for p in _DEFAULT_PATTERNS))
         self._user = tuple(re.compile(p) for p in patterns)
         self._key_cache: dict[str, bool] = {}
 
@@ -103,8 +259,11 @@ class Redactor:
             return False
         known = self._key_cache.get(key)
         if known is None:
-            k = _normal(key)
-            known = k in self.keys or k.endswith(self._suffixes) or k.startswith(self._prefixes)
+            words = _words(key)
+            known = _default_secret(words)
+            if not known and self.keys:
+                k = "_".join(words)
+                known = k in self.keys or k.endswith(self._suffixes) or k.startswith(self._prefixes)
             if len(self._key_cache) >= _KEY_CACHE_MAX:
                 self._key_cache.clear()
             self._key_cache[key] = known
@@ -117,7 +276,7 @@ class Redactor:
         if len(value) < 8:
             return value
         if _may_match_defaults(value):
-            value = self._pattern.sub(self._replace, value)
+            value = self._scrub(value)
         for pattern in self._user:
             value = pattern.sub(REDACTED, value)
         return value
@@ -125,19 +284,38 @@ class Redactor:
     def screen(self, texts: list[str]) -> list[bool] | None:
         """Which of ``texts`` ``text()`` might change; None when it would change none of them.
 
-        One pass over all of them joined: a batch of ordinary log messages costs a few
-        C-level scans instead of one pre-check per message.  A text flagged True may still
-        come out unchanged (the patterns decide); one flagged False surely does.
+        A few C-level scans over all of them joined find the hints of a secret; only the
+        texts that hold one are flagged, so a batch of ordinary log messages costs no
+        per-message work.  A text flagged True may still come out unchanged (the patterns
+        decide); one flagged False surely does.
         """
         if self._user:
             return [len(t) >= 8 for t in texts]
         joined = "\x00".join(texts)
         low = joined.lower()
-        if not any(word in low for word in _HINT_WORDS):
-            runs = joined.encode("utf-8", "replace").translate(_CARD_MAP, b" -")
-            if _CARD_RUN not in runs:
-                return None
-        return [len(t) >= 8 and _may_match_defaults(t) for t in texts]
+        found = [w for w in _HINT_WORDS if w in low]
+        found_cased = [w for w in _CASED_HINTS if w in joined]
+        runs = joined.encode("utf-8", "replace").translate(_CARD_MAP, b" -")
+        if _CARD_RUN in runs or len(low) != len(joined):
+            # a card-like run, or lowercasing moved offsets: judge each text on its own
+            each = [len(t) >= 8 and _may_match_defaults(t) for t in texts]
+            return each if any(each) else None
+        if not found and not found_cased:
+            return None
+        starts: list[int] = []
+        offset = 0
+        for t in texts:
+            starts.append(offset)
+            offset += len(t) + 1
+        flags = [False] * len(texts)
+        for haystack, words in ((low, found), (joined, found_cased)):
+            for word in words:
+                at = haystack.find(word)
+                while at >= 0:
+                    i = bisect_right(starts, at) - 1
+                    flags[i] = len(texts[i]) >= 8
+                    at = haystack.find(word, starts[i + 1] if i + 1 < len(starts) else offset)
+        return flags if any(flags) else None
 
     def flat(self, mapping: dict[Any, Any]) -> dict[Any, Any]:
         """``mapping`` itself when it surely holds no secret, else ``self.mapping(mapping)``.
@@ -159,18 +337,80 @@ class Redactor:
                 return self.mapping(mapping)
         return mapping
 
-    @staticmethod
-    def _replace(match: re.Match[str]) -> str:
-        groups = match.groupdict()
-        card = groups.get("card")
-        if card is not None:
-            digits = card.replace(" ", "").replace("-", "")
-            return REDACTED if _luhn(digits) else card
-        if groups.get("scheme"):
-            return f"{groups['scheme']} {REDACTED}"
-        if groups.get("key"):
-            return f"{groups['key']}{groups['sep']}{REDACTED}"
-        return REDACTED
+    def _scrub(self, value: str) -> str:
+        """Every default pattern whose hint is in ``value``, in turn."""
+        if "PRIVATE KEY-----" in value:
+            value = _PEM.sub(REDACTED, value)
+        if "=" in value or ":" in value:
+            value = self._pairs(value)
+        low = value.lower()
+        if "earer" in low or "basic" in low:
+            value = _BEARER.sub(_replace_bearer, value)
+        if "://" in value and "@" in value:
+            value = _DSN.sub(r"\g<head>" + REDACTED, value)
+        if "eyJ" in value:
+            value = _JWT.sub(REDACTED, value)
+        if _known_hint(value):
+            value = _KNOWN.sub(REDACTED, value)
+        if _has_card_digits(value):
+            value = _CARD.sub(_replace_card, value)
+        return value
+
+    def _pairs(self, text: str) -> str:
+        """``text`` with the value of every ``key=value``/``key: value`` of a secret key hidden.
+
+        From each ``=`` or ``:`` back over an optional quote and blanks to the key (up to
+        ``_MAX_KEY`` characters, and the word before it after one space: ``API key: ...``,
+        ``next token: ...``), judged like a dict key; then forward over blanks, an
+        optional quote and an optional scheme (``Bearer``, ``token``...) to the value: up
+        to the closing quote, else to a blank or one of ``"',;&``.
+        """
+        out: list[str] = []
+        done = 0  # text[:done] is in out
+        for sep in _SEPARATOR.finditer(text):
+            i = sep.start()
+            if i < done:
+                continue
+            j = i
+            while j > done and text[j - 1] in " \t":
+                j -= 1
+            if j > done and text[j - 1] in "\"'":
+                j -= 1
+            k = j
+            while k > done and j - k < _MAX_KEY and text[k - 1] in _KEY_CHARS:
+                k -= 1
+            if k == j:
+                continue
+            if k - 1 > done and text[k - 1] == " ":
+                # "API key: ...", "next token: ...": the word before is part of the key
+                w = k - 1
+                while w > done and k - w < _MAX_KEY and text[w - 1] in _KEY_CHARS:
+                    w -= 1
+                if w < k - 1:
+                    k = w
+            if not self.secret_key(text[k:j]):
+                continue
+            after = _AFTER_SEPARATOR.match(text, i + 1)
+            if after is None:  # pragma: no cover - the pattern matches the empty string
+                continue
+            start = after.end()
+            quote = after["quote"]
+            if quote:
+                end = text.find(quote, start)
+                if end < 0:
+                    end = len(text)
+            else:
+                bare = _BARE_VALUE.match(text, start)
+                end = bare.end() if bare is not None else start
+            if end == start or text[start:end].lower() in _STATUS_VALUES:
+                continue
+            out.append(text[done:start])
+            out.append(REDACTED)
+            done = end
+        if not out:
+            return text
+        out.append(text[done:])
+        return "".join(out)
 
     def value(self, value: Any, depth: int = 0, path: frozenset[int] = frozenset()) -> Any:
         """A scrubbed copy of ``value`` (scalars and unknown objects are returned as they are)."""
@@ -212,31 +452,81 @@ class Redactor:
                 out[k] = self.value(v, depth, path)
         return out
 
-    # -- events ------------------------------------------------------------------------
+    # -- events and rows ---------------------------------------------------------------
 
     def event(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Scrub an event tblog built (in place: the dict is tblog's own) and return it."""
+        """Scrub an event tblog built (in place: the dict is tblog's own) and return it.
+
+        Both schemas: ``tblog`` (``exception``) and the Tinybird Python SDK's (``exc_info``,
+        ``formatted_message``, ``args``).
+        """
         extra = event.get("extra")
         if extra:
             event["extra"] = self.mapping(extra) if isinstance(extra, Mapping) else extra
-        text = event.get("message")
-        if type(text) is str and len(text) >= 8:
-            event["message"] = self.text(text)
-        if len(event) > 20:  # the rarer fields: formatted message, exception, stack, args
-            for key in ("formatted_message", "stack_info"):
-                text = event.get(key)
-                if isinstance(text, str):
-                    event[key] = self.text(text)
-            for key in ("exception", "exc_info"):
-                exc = event.get(key)
-                if isinstance(exc, dict):
-                    event[key] = {
-                        k: self.text(v) if isinstance(v, str) else v for k, v in exc.items()
-                    }
-            args = event.get("args")
-            if args:
-                event["args"] = self.value(args)
+        for key in ("message", "formatted_message", "stack_info"):
+            text = event.get(key)
+            if type(text) is str and len(text) >= 8:
+                event[key] = self.text(text)
+        for key in ("exception", "exc_info"):
+            exc = event.get(key)
+            if isinstance(exc, dict):
+                event[key] = {k: self.text(v) if isinstance(v, str) else v for k, v in exc.items()}
+        args = event.get("args")
+        if args:
+            event["args"] = self.value(args)
         return event
+
+    def row(self, row: Mapping[str, Any], json_columns: Iterable[str] = ()) -> dict[str, Any]:
+        """A scrubbed copy of one of tblog's own rows (the tracker's, LiteLLM's, a trace's).
+
+        Its columns are tblog's, so their names are never judged (``prompt_tokens`` and
+        LiteLLM's masked ``api_key`` stay); their values are: texts scrubbed, dicts and
+        lists as in ``extra`` (keys judged at any depth), and the ``json_columns`` (JSON
+        text) as the data they encode.
+        """
+        as_json = frozenset(json_columns)
+        out: dict[str, Any] = {}
+        for k, v in row.items():
+            t = type(v)
+            if t in _SCALARS:
+                out[k] = v
+            elif t is str:
+                out[k] = self.json_text(v) if k in as_json else self.text(v)
+            else:
+                out[k] = self.value(v)
+        return out
+
+    def json_text(self, text: str) -> str:
+        """JSON ``text`` scrubbed as the data it encodes (keys judged); other text as ``text()``.
+
+        Re-encoded only when something was hidden; parsed only when a hint of a secret (or
+        of a key that names one) is in it.
+        """
+        if len(text) < 8 or not (self._user or self.keys or _json_hint(text)):
+            return text
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            return self.text(text)
+        scrubbed = self.value(data)
+        if scrubbed == data:
+            return text
+        return json.dumps(scrubbed, ensure_ascii=False, separators=(",", ":"), default=str)
+
+    def line(self, line: bytes) -> bytes:
+        """One NDJSON line (a ``Datasource`` row given as text) scrubbed like a dict row."""
+        text = line.decode("utf-8", "replace")
+        if len(text) < 8 or not (self._user or self.keys or _json_hint(text)):
+            return line
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):  # not JSON (the server will quarantine it)
+            scrubbed_text = self.text(text)
+            return line if scrubbed_text == text else scrubbed_text.encode("utf-8")
+        scrubbed = self.value(data)
+        if scrubbed == data:
+            return line
+        return json.dumps(scrubbed, ensure_ascii=False, separators=(",", ":"), default=str).encode()
 
 
 def build_redactor(enabled: bool, keys: Iterable[str], patterns: Iterable[str]) -> Redactor | None:

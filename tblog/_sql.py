@@ -4,7 +4,8 @@ User input reaches SQL text only through ``string``/``number``/``timestamp_us`` 
 which build ClickHouse literals that cannot end early: every backslash and quote is
 escaped, control characters are written as escapes, and text that is not valid UTF-8
 is refused.  ``SqlClient`` sends queries with the token in the ``Authorization``
-header only, by GET while the URL stays short and by POST (form body) otherwise.
+header only (its session comes from ``tblog._http``: no ``.netrc`` entry replaces it),
+by GET while the URL stays short and by POST (form body) otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import requests
 
 from tblog._config import resolve_api_url, resolve_token
+from tblog._http import session_for
 
 __all__ = [
     "READ_TOKEN_ENV",
@@ -118,7 +120,7 @@ class SqlClient:
         self.api_url = resolve_api_url(api_url)
         self._token = resolve_read_token(token)
         self.timeout = timeout
-        self._session = requests.Session()
+        self._session = session_for(self.api_url)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(api_url={self.api_url!r})"

@@ -113,6 +113,79 @@ def _add_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--datasources", help="folder of .datasource files (tblog's by default)")
     p.add_argument("--token", help="admin token to accept (default: a new random one)")
     p.add_argument("--rate-limit", type=int, help="answer 429 above N event requests/s")
+    p.add_argument(
+        "--query-timeout", type=float, default=10.0, help="seconds one /v0/sql query may run (10)"
+    )
+    p.add_argument(
+        "--query-max-memory",
+        type=int,
+        default=2 * 1024**3,
+        help="bytes of memory one /v0/sql query may use (2 GiB)",
+    )
+    p.add_argument(
+        "--query-max-rows",
+        type=int,
+        default=1_000_000,
+        help="rows one /v0/sql answer may hold; more is an error (1000000)",
+    )
+    p.add_argument(
+        "--query-max-bytes",
+        type=int,
+        default=256 * 1024**2,
+        help="bytes one /v0/sql answer may hold; more is an error (256 MiB)",
+    )
+    p.add_argument(
+        "--max-server-memory",
+        type=int,
+        default=0,
+        help="bytes the embedded ClickHouse may use in all (0: half of this machine's memory)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=10 * 1024**2,
+        help="bytes one request body may hold, as sent (10 MiB; more is a 413)",
+    )
+    p.add_argument(
+        "--max-line-bytes",
+        type=int,
+        default=10 * 1024**2,
+        help="bytes one NDJSON row may hold; a longer one is quarantined (10 MiB)",
+    )
+    p.add_argument(
+        "--max-decoded-bytes",
+        type=int,
+        default=128 * 1024**2,
+        help="bytes one /v0/events body may hold once gunzipped (128 MiB; 413)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client has to send a request; then it is dropped (30)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=32,
+        help="connections served at once; more get a quick 503 (32)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name to answer besides loopback and --host (repeatable; "
+        "'*' for any); others get 421, against DNS rebinding",
+    )
+    p.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser Origin allowed to call the API, with CORS (repeatable); "
+        "requests from other origins get 403",
+    )
     p.set_defaults(func=_run_local)
 
 
@@ -129,6 +202,18 @@ def _run_local(args: argparse.Namespace) -> int:
         datasources=args.datasources,
         admin_token=args.token,
         rate_limit=args.rate_limit,
+        query_timeout=args.query_timeout,
+        query_max_memory=args.query_max_memory,
+        query_max_rows=args.query_max_rows,
+        query_max_bytes=args.query_max_bytes,
+        max_server_memory=args.max_server_memory or None,
+        max_request_bytes=args.max_body_bytes,
+        max_line_bytes=args.max_line_bytes,
+        max_decoded_bytes=args.max_decoded_bytes,
+        timeout=args.timeout or None,
+        max_connections=args.max_connections,
+        allowed_hosts=args.allowed_host,
+        allowed_origins=args.allowed_origin,
     )
     print(f"tblog local {__version__}: serving {server.url}", flush=True)
     for name, error in server.load_errors:

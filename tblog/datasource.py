@@ -5,6 +5,8 @@ to tblog's shared sender, which batches, gzips, honours rate limits, retries and
 delivers what is left at exit; leaving the ``with`` block flushes.
 ``AsyncDatasource`` is the same for asyncio code: appending never blocks the
 event loop, and the flush on ``async with`` exit waits in a worker thread.
+With ``redact=True`` (the default, as for the logging handler) each row is
+scrubbed of secrets (keys that name one, secret-looking values) as it is appended.
 
 ``API(token, api_url)`` sends any request to Tinybird's REST API (``get``,
 ``post``, ``delete``, ``send``, with the keyword arguments of ``requests``),
@@ -25,13 +27,14 @@ from types import TracebackType
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from tblog import _diag
 from tblog._config import Options, resolve_api_url, resolve_token
+from tblog._http import session_for
+from tblog._redact import build_redactor
 from tblog._retry import retry_delay
 from tblog._rows import RowChannel
-from tblog._transport import RETRYABLE_STATUS, USER_AGENT, parse_retry_after
+from tblog._transport import RETRYABLE_STATUS, parse_retry_after
 
 __all__ = ["API", "APIError", "AsyncAPI", "AsyncDatasource", "Datasource"]
 
@@ -67,6 +70,8 @@ class Datasource:
             option_name="datasource_name",
         )
         self.api_url = self._rows.api_url
+        opts = self._rows.options
+        self._redactor = build_redactor(opts.redact, opts.redact_keys, opts.redact_patterns)
 
     def __repr__(self) -> str:
         return f"<tblog {type(self).__name__} {self.datasource_name!r} -> {self.api_url}>"
@@ -78,12 +83,15 @@ class Datasource:
     def _append(self, row: object) -> bool:
         if isinstance(row, str):
             row = row.encode("utf-8", "replace")
+        redactor = self._redactor
         if isinstance(row, (bytes, bytearray)):
             lines = [line.strip() for line in bytes(row).splitlines()]
+            if redactor is not None:
+                lines = [redactor.line(line) for line in lines if line]
             results = [self._rows.put_line(line) for line in lines if line]
             return bool(results) and all(results)
         if isinstance(row, Mapping):
-            return self._rows.put_row(dict(row))
+            return self._rows.put_row(redactor.flat(dict(row)) if redactor else dict(row))
         self._rows.count_drop("not_a_row")
         _diag.diag(
             logging.WARNING, f"not-a-row:{self.datasource_name}",
@@ -274,12 +282,7 @@ class API:
     def session(self) -> requests.Session:
         with self._lock:
             if self._session is None:
-                session = requests.Session()
-                adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8, max_retries=0)
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
-                session.headers["User-Agent"] = USER_AGENT
-                self._session = session
+                self._session = session_for(self.api_url, pool_maxsize=8)
             return self._session
 
     def close(self) -> None:

@@ -6,7 +6,9 @@ per ``track_llm(...)``: the user's prompt, then the assistant's generation,
 sharing a ``thread_id``.  Calls only encode the row and buffer it: the shared
 sender delivers every ``flush_interval`` seconds or ``flush_batch_size`` rows,
 whichever comes first, and ``close()`` delivers what is left.  ``track`` never
-raises into the app: a bad argument is logged on ``logger`` and counted.
+raises into the app: a bad argument is logged on ``logger`` and counted.  With
+``redact=True`` (the default, as for the logging handler) the properties, prompts
+and generations are scrubbed of secrets before they are encoded.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from tblog._config import Options
 from tblog._event import iso_utc, new_event_id
+from tblog._redact import build_redactor
 from tblog._rows import RowChannel, json_text
 
 __all__ = ["Tracker"]
@@ -63,6 +66,8 @@ class Tracker:
         )
         self.datasource = datasource
         self.api_url = self._rows.api_url
+        opts = self._rows.options
+        self._redactor = build_redactor(opts.redact, opts.redact_keys, opts.redact_patterns)
 
     def __repr__(self) -> str:
         return f"<tblog Tracker {self.datasource!r} -> {self.api_url}>"
@@ -80,6 +85,12 @@ class Tracker:
         prompt: str | None = None,
         latency: float | None = None,
     ) -> dict[str, Any]:
+        redactor = self._redactor
+        if redactor is not None:
+            if properties and isinstance(properties, Mapping):
+                properties = redactor.mapping(properties)
+            text = redactor.text(text) if text else text
+            prompt = redactor.text(prompt) if prompt else prompt
         return {
             "timestamp": iso_utc(when),
             "event_id": new_event_id(),

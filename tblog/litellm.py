@@ -9,7 +9,10 @@ duration, exception and the API key masked to its first and last 4 characters.
 
 The callbacks only build and encode the row, then buffer it for the shared
 sender: no request per call, no I/O on LiteLLM's thread or the event loop, and
-no exception ever reaches LiteLLM (failures are counted in ``stats()``).
+no exception ever reaches LiteLLM (failures are counted in ``stats()``).  With
+``redact=True`` (the default, as for the logging handler) the row's texts and
+nested data (messages, response, metadata, headers, the error) are scrubbed of
+secrets before it is encoded; the masked ``api_key`` column stays as it is.
 Requires the ``litellm`` extra: ``pip install 'tblog[litellm]'``.
 """
 
@@ -25,6 +28,7 @@ from tblog import _diag
 from tblog._config import Options
 from tblog._encode import jsonable, to_text
 from tblog._event import iso_utc
+from tblog._redact import build_redactor
 from tblog._rows import RowChannel, text_or_empty
 
 try:
@@ -118,6 +122,8 @@ class TinybirdLitellmHandler(CustomLogger):
         )
         self.api_url = self._rows.api_url
         self.datasource_name = datasource_name
+        opts = self._rows.options
+        self._redactor = build_redactor(opts.redact, opts.redact_keys, opts.redact_patterns)
 
     def __repr__(self) -> str:
         return f"<tblog TinybirdLitellmHandler {self.datasource_name!r} -> {self.api_url}>"
@@ -179,6 +185,8 @@ class TinybirdLitellmHandler(CustomLogger):
         try:
             row = self.build_row(kwargs if isinstance(kwargs, Mapping) else {}, response_obj,
                                  start_time, end_time)  # fmt: skip
+            if self._redactor is not None:
+                row = self._redactor.row(row)
         except Exception as exc:  # noqa: BLE001 - a callback never raises into LiteLLM
             self._rows.count_drop("callback_error")
             _diag.diag(

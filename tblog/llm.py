@@ -13,7 +13,9 @@ measures the call: ``latency_ms`` from enter to exit, ``ttfb_ms`` until the firs
 chunk (``span.chunk(text)`` or ``span.first_byte()``) and ``streaming_ms`` from
 there to the end.  Spans opened inside another share its ``trace_id`` and point
 at it through ``parent_span_id``.  Leaving the block buffers the row (no I/O);
-an exception in the block is recorded (``status_text``) and re-raised.
+an exception in the block is recorded (``status_text``) and re-raised.  With
+``redact=True`` (the default, as for the logging handler) the row's texts and
+JSON columns are scrubbed of secrets before it is encoded.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ from tblog import _diag, context
 from tblog._config import Options, resolve_api_url
 from tblog._encode import to_text
 from tblog._event import iso_utc
+from tblog._redact import build_redactor
 from tblog._rows import RowChannel, json_text
 
 __all__ = ["ENVIRONMENTS", "LLMSpan", "TraceRecorder", "UnknownTenantError"]
 
 ENVIRONMENTS = ("dev", "prod")
 _BIG = ("query", "context", "response", "metadata_json", "headers_json")
+_JSON_COLUMNS = ("metadata_json", "headers_json")
 
 #: Monotonic clock of span timings, in seconds (tests replace it).
 _clock = time.perf_counter
@@ -245,6 +249,8 @@ class TraceRecorder:
         self.project_id = self._check_project(project_id)
         self.environment = self._check_environment(environment)
         self._options = Options(**options)
+        opts = self._options
+        self._redactor = build_redactor(opts.redact, opts.redact_keys, opts.redact_patterns)
         self._lock = threading.Lock()
         self._channels: dict[str, RowChannel] = {}
         self._dropped: dict[str, int] = {}
@@ -381,7 +387,13 @@ class TraceRecorder:
                 "tblog: tenant %r was removed while its span ran; its row was dropped", tenant_id,
             )  # fmt: skip
             return
-        row["tenant_id"] = tenant_id  # always the channel's own tenant
+        if self._redactor is not None:
+            try:
+                row = self._redactor.row(row, _JSON_COLUMNS)
+            except Exception:  # noqa: BLE001 - a span never raises for its row; none leaks
+                channel.count_drop("encode_error")
+                return
+        row["tenant_id"] = tenant_id  # always the channel's own tenant (never scrubbed)
         channel.put_row(row, _BIG)
 
     # -- delivery ----------------------------------------------------------------------

@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import requests
 
 from tblog._config import resolve_api_url, resolve_token
+from tblog._http import session_for
 from tblog._sql import QueryFailedError, SqlClient, number, string, to_us
 
 __all__ = [
@@ -180,7 +181,7 @@ class Client:
         self._sql = SqlClient(token, self.api_url, timeout)
         self._write_token = resolve_token(token)
         self.timeout = timeout
-        self._session = requests.Session()
+        self._session = session_for(self.api_url)
         self._lock = threading.Lock()
         self._last_version = 0
         self._known: set[str] = set()

@@ -3,32 +3,69 @@
 * ``POST /v0/events?name=DS[&wait=true]``: NDJSON (optionally gzip) -> typed rows;
   misfits go to ``DS_quarantine``.  202 (200 with ``wait=true``) with
   ``successful_rows``/``quarantined_rows``; 422 when some lines were not JSON objects
-  or were too long (the valid rows are kept), 400 when no row could be kept.
+  or were too long (the valid rows are kept), 400 when no row could be kept; rows
+  outside the token's row filter are counted in ``rejected_rows`` (403 when no row was
+  kept, else 422).
 * ``GET|POST /v0/sql?q=...``: read-only SQL (SELECT, WITH, DESCRIBE).
-* ``GET /v0/datasources``: the datasources the token can see, with row counts.
+* ``GET /v0/datasources``: the datasources the token can see, with row counts (of the
+  token's own rows when it has a row filter).
 * ``POST /v0/tokens`` (admin): create append/read tokens, optionally with a row filter.
 
 Errors are JSON bodies ``{"error": "..."}`` as Tinybird sends them.  Tokens come from
-``Authorization: Bearer`` or ``?token=`` and are never logged or echoed.
+``Authorization: Bearer`` or ``?token=`` and are never logged or echoed; nor are row filters.
+
+Hostile clients are expected (the options are ``LocalServer`` arguments and CLI flags):
+
+* Bodies need one plain ``Content-Length`` (400 when negative, not a number, or several
+  that differ; 411 for chunked bodies) of at most ``max_request_bytes`` (10 MiB, 413).
+  A gzip body is checked (valid, at most ``max_decoded_bytes`` = 128 MiB once decoded,
+  else 413) in a first pass before any row is stored.
+* Memory per request is bounded, whatever the body: it holds the body as sent (<= 10
+  MiB), one 1 MiB decoded chunk, one line (<= ``max_line_bytes``, 10 MiB; a longer one
+  keeps its first KiB, for quarantine) and one batch of rows (<= 5000 rows and <= 16 MiB
+  as parsed, estimated by ``_parse_cost``; a line that would take more than 64 MiB once
+  parsed is quarantined), each INSERT cut at 1 MiB of JSON.  Measured: ~20 MiB for a
+  flood of tiny rows (64 KiB of ``{}`` lines, or a gzip bomb of millions of them), and
+  ~16x ``max_line_bytes`` (~160 MiB) for one maximal row, its copies on the way to chDB
+  included.  At most 4 requests parse at once (the others wait for a slot) and at most
+  ``max_connections`` (32) are served at once (one more gets a quick 503 with
+  ``Retry-After: 1``).  chDB's own memory (merging the parts that batches write, up to
+  ~300 MiB after a million rows) comes on top.
+* A client has ``timeout`` seconds (30) to send a whole request, whatever its pace (a
+  slowloris is dropped), and to start the next one on a kept-alive connection.
+* Tokens with a row filter: every row is judged before it is stored, in the main table
+  or in quarantine (where it is judged on the quarantine record, as the tenant's view of
+  that table would show it); a row the filter does not pass, or cannot judge, is rejected
+  and counted in ``rejected_rows``.  ``/v0/datasources`` shows such tokens the counts of
+  their rows only (and no byte size).
+* Against DNS rebinding, the Host header must name the server (a loopback name or
+  address, the bind address, any address when bound to 0.0.0.0, or ``allowed_hosts``):
+  421 otherwise.  A request with an ``Origin`` header is refused (403) unless the origin
+  is in ``allowed_origins`` (then CORS headers allow it); none is, by default.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import ipaddress
 import json
 import math
+import queue
 import re
+import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tblog.local.datafile import DatafileError, Datasource, load_datasource
-from tblog.local.sqlguard import SqlRefusedError, check_sql
-from tblog.local.store import QueryError, Store
+from tblog.local.sqlguard import SqlRefusedError, verify_sql
+from tblog.local.store import QueryError, QueryLimits, Store
 from tblog.local.tokens import Token, TokenError, Tokens
 
 try:
@@ -41,11 +78,26 @@ __all__ = ["DEFAULT_DATASOURCES", "LocalServer"]
 DEFAULT_DATASOURCES = Path(__file__).resolve().parent.parent / "datasources"
 #: Tinybird rejects Events API requests over 10 MB (the body as sent, maybe gzipped).
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
-#: Decompressed bytes one request may carry.
-MAX_DECODED_BYTES = 512 * 1024 * 1024
+#: Decompressed bytes one request may carry: above Tinybird's largest documented request
+#: (100 MB on paid plans), far below what would hurt the machine.
+MAX_DECODED_BYTES = 128 * 1024 * 1024
 #: One NDJSON line longer than this is quarantined (its first KiB is kept).
 MAX_LINE_BYTES = 10 * 1024 * 1024
+#: A line whose parsed form would take more (see ``_parse_cost``) is quarantined.
+MAX_LINE_COST = 64 * 1024 * 1024
+#: Rows parsed and stored together: at most this many rows, or this many bytes as parsed.
+BATCH_ROWS = 5000
+BATCH_COST = 16 * 1024 * 1024
+#: Requests parsing and storing rows at once (the others wait for a slot).
+INGEST_SLOTS = 4
+#: Seconds a client has to send a whole request (or to start the next one on a kept-alive
+#: connection), and to take an answer; then the connection is closed.
+TIMEOUT = 30.0
+#: Connections served at once; one more gets a quick 503 with Retry-After.
+MAX_CONNECTIONS = 32
 _CHUNK = 1024 * 1024
+_VALUE_COST = 96
+_DIGITS = re.compile(r"[0-9]{1,19}")
 _ACCEPTED_TYPES = ("", "application/x-ndjson", "application/json", "application/jsonl",
                    "text/plain", "application/octet-stream",
                    "application/x-www-form-urlencoded")  # fmt: skip
@@ -63,6 +115,57 @@ class _HTTPError(Exception):
 
 
 _loads: Callable[[bytes], Any] = getattr(_orjson, "loads", None) or json.loads
+
+
+def _content_length(h: BaseHTTPRequestHandler) -> int | None:
+    """The request's Content-Length (None when absent); 400 when it is not one plain
+    non-negative decimal number (several differing headers included)."""
+    values = {v.strip() for v in h.headers.get_all("Content-Length") or []}
+    if not values:
+        return None
+    value = values.pop()
+    if values or not _DIGITS.fullmatch(value):
+        h.close_connection = True
+        raise _HTTPError(400, "invalid Content-Length: send one non-negative decimal number")
+    return int(value)
+
+
+def _parse_cost(line: bytes) -> int:
+    """About how many bytes ``line`` takes once parsed into Python objects: its size plus
+    ``_VALUE_COST`` per JSON value (a ``[{},{},...]`` line grows ~30x when parsed)."""
+    values = line.count(b",") + line.count(b":") + line.count(b"[") + line.count(b"{")
+    return len(line) + _VALUE_COST * (values + 1)
+
+
+def _lines(chunks: Iterator[bytes], max_line_bytes: int) -> Iterator[tuple[int, bytes, int]]:
+    """(line number, line, full size) of the body; over-long lines keep 1 KiB only."""
+    buf = bytearray()
+    lineno = 0
+    overflow = 0  # bytes of the current line beyond what was kept
+    for chunk in chunks:
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start)
+            piece = chunk[start:] if nl < 0 else chunk[start:nl]
+            if overflow or len(buf) + len(piece) > max_line_bytes:
+                if len(buf) > 1024:  # keep only the head of an over-long line
+                    overflow += len(buf) - 1024
+                    del buf[1024:]
+                room = max(0, 1024 - len(buf))
+                buf += piece[:room]
+                overflow += len(piece) - min(room, len(piece))
+            else:
+                buf += piece
+            if nl < 0:
+                break
+            lineno += 1
+            if buf.strip():
+                yield lineno, bytes(buf), len(buf) + overflow
+            buf.clear()
+            overflow = 0
+            start = nl + 1
+    if buf.strip():
+        yield lineno + 1, bytes(buf), len(buf) + overflow
 
 
 class _RateLimiter:
@@ -113,11 +216,39 @@ class LocalServer:
         admin_token: str | None = None,
         rate_limit: int | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        max_decoded_bytes: int = MAX_DECODED_BYTES,
+        timeout: float | None = TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        allowed_hosts: Iterable[str] = (),
+        allowed_origins: Iterable[str] = (),
+        query_timeout: float = QueryLimits.max_execution_time,
+        query_max_memory: int = QueryLimits.max_memory_usage,
+        query_max_rows: int = QueryLimits.max_result_rows,
+        query_max_bytes: int = QueryLimits.max_result_bytes,
+        max_server_memory: int | None = None,
     ) -> None:
-        self.store = Store(data_dir)
+        self.store = Store(data_dir, max_server_memory=max_server_memory)
+        # Set by the server on every /v0/sql query (the query text cannot change them).
+        self.store.limits = QueryLimits(query_timeout, query_max_memory, query_max_rows,
+                                        query_max_bytes)  # fmt: skip
         self.tokens = Tokens()
         self.admin = self.tokens.add("admin token", ["ADMIN"], value=admin_token)
         self.max_line_bytes = max_line_bytes
+        self.max_line_cost = MAX_LINE_COST
+        self.max_request_bytes = max_request_bytes
+        self.max_decoded_bytes = max_decoded_bytes
+        self.batch_rows = BATCH_ROWS
+        self.batch_cost = BATCH_COST
+        self._ingest_slots = threading.BoundedSemaphore(INGEST_SLOTS)
+        #: Seconds a client has to send a request (None: no limit); read on each request.
+        self.timeout = timeout
+        #: Connections served at once; more get a 503 (read on each connection).
+        self.max_connections = max_connections
+        #: Host header names served besides loopback names and the bind address ("*": any).
+        self.allowed_hosts: set[str] = {h.strip().lower() for h in allowed_hosts}
+        #: Origin header values served (none by default: browsers' cross-site requests fail).
+        self.allowed_origins: set[str] = {o.strip() for o in allowed_origins}
         self.rate_limiter = _RateLimiter(rate_limit) if rate_limit else None
         #: ``.datasource`` files that could not be loaded: (file name, error).
         self.load_errors: list[tuple[str, str]] = []
@@ -126,8 +257,7 @@ class LocalServer:
                 self.store.register(load_datasource(path))
             except (DatafileError, QueryError) as exc:  # one bad file must not stop the rest
                 self.load_errors.append((path.name, str(exc)))
-        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((host, port), _make_handler(self), self)
         self._thread: threading.Thread | None = None
 
     @property
@@ -136,6 +266,12 @@ class LocalServer:
         if isinstance(host, bytes):
             host = host.decode()
         return f"http://{host}:{port}"
+
+    @property
+    def bind_host(self) -> str:
+        """The address the server listens on."""
+        host = self._httpd.server_address[0]
+        return host.decode() if isinstance(host, bytes) else str(host)
 
     @property
     def admin_token(self) -> str:
@@ -202,48 +338,89 @@ class LocalServer:
         if ctype not in _ACCEPTED_TYPES:
             raise _HTTPError(415, f"unsupported Content-Type '{ctype}': send NDJSON "
                                   "(application/x-ndjson)")  # fmt: skip
+        raw, gzipped = self._body(h)
+        wait = (params.get("wait") or ["false"])[0].lower() in ("true", "1")
+        with self._ingest_slots:
+            return self._ingest(name, token, raw, gzipped, wait)
+
+    def _ingest(self, name: str, token: Token, raw: bytes, gzipped: bool,
+                wait: bool) -> tuple[int, Any]:  # fmt: skip
+        """Parse and store ``raw`` in batches of ``batch_rows`` rows or ``batch_cost`` bytes
+        (estimated as parsed), so that memory stays bounded whatever the body holds."""
+        if gzipped:  # a first pass, before any row is stored: valid gzip, decoded size
+            for _ in self._decoded(raw):
+                pass
+        elif len(raw) > self.max_decoded_bytes:
+            raise _HTTPError(413, f"the body is over the {self.max_decoded_bytes}-byte limit")
+        totals = [0, 0, 0]  # successful, quarantined, rejected
+        errors: list[str] = []
+        bad_count = 0
         objects: list[Any] = []
         bad: list[tuple[str, str]] = []
-        for lineno, line, size in self._lines(h):
-            if size > self.max_line_bytes:
-                bad.append((line.decode("utf-8", "replace"),
-                            f"line {lineno}: row of {size} bytes exceeds the "
-                            f"{self.max_line_bytes}-byte limit"))  # fmt: skip
-                continue
-            try:
-                objects.append(_loads(line))
-            except ValueError as exc:
-                bad.append((line.decode("utf-8", "replace"),
-                            f"line {lineno}: invalid JSON ({exc})"))  # fmt: skip
-        wait = (params.get("wait") or ["false"])[0].lower() in ("true", "1")
-        result = self.store.ingest(
-            name, objects, bad_lines=bad, row_filter=token.row_filter, wait=wait
-        )
-        body: dict[str, Any] = {
-            "successful_rows": result.successful_rows,
-            "quarantined_rows": result.quarantined_rows,
-        }
-        if result.rejected_rows:
-            body["rejected_rows"] = result.rejected_rows
-            body["error"] = (f"{result.rejected_rows} rows are outside the token's row filter "
-                             f"({token.row_filter}) and were rejected")  # fmt: skip
-            return (403 if not result.successful_rows else 422), body
-        if bad:
-            body["error"] = "; ".join(e for _, e in bad[:3]) + (
-                f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        cost = 0
+
+        def store() -> None:
+            if not (objects or bad):
+                return
+            result = self.store.ingest(
+                name, objects, bad_lines=bad, row_filter=token.row_filter, wait=wait
             )
-            return (400 if not result.successful_rows else 422), body
+            totals[0] += result.successful_rows
+            totals[1] += result.quarantined_rows
+            totals[2] += result.rejected_rows
+            objects.clear()
+            bad.clear()
+
+        chunks = self._decoded(raw) if gzipped else iter((raw,))
+        for lineno, line, size in _lines(chunks, self.max_line_bytes):
+            line_cost = _parse_cost(line)
+            error = None
+            shown = line  # what quarantine keeps of a bad line
+            if size > self.max_line_bytes:
+                error = (f"line {lineno}: row of {size} bytes exceeds the "
+                         f"{self.max_line_bytes}-byte limit")  # fmt: skip
+            elif line_cost > self.max_line_cost:
+                error = f"line {lineno}: the row holds too many JSON values to parse"
+                shown = line[:1024]
+            else:
+                if cost + line_cost > self.batch_cost and (objects or bad):
+                    store()
+                    cost = 0
+                try:
+                    objects.append(_loads(line))
+                except ValueError as exc:
+                    error = f"line {lineno}: invalid JSON ({exc})"
+            if error is not None:
+                bad_count += 1
+                if len(errors) < 3:
+                    errors.append(error)
+                bad.append((shown.decode("utf-8", "replace"), error))
+            cost += line_cost
+            if len(objects) + len(bad) >= self.batch_rows or cost >= self.batch_cost:
+                store()
+                cost = 0
+        store()
+        successful, quarantined, rejected = totals
+        body: dict[str, Any] = {"successful_rows": successful, "quarantined_rows": quarantined}
+        if rejected:
+            body["rejected_rows"] = rejected
+            body["error"] = f"{rejected} rows are outside the token's row filter and were rejected"
+            return (403 if not successful else 422), body
+        if bad_count:
+            body["error"] = "; ".join(errors) + (
+                f" (and {bad_count - 3} more)" if bad_count > 3 else ""
+            )
+            return (400 if not successful else 422), body
         return (200 if wait else 202), body
 
-    def _lines(self, h: BaseHTTPRequestHandler) -> Iterator[tuple[int, bytes, int]]:
-        """(line number, line, full size) of the body; over-long lines keep 1 KiB only."""
-        length_header = h.headers.get("Content-Length")
-        if length_header is None or not length_header.strip().isdigit():
+    def _body(self, h: BaseHTTPRequestHandler) -> tuple[bytes, bool]:
+        """The request body as sent (at most ``max_request_bytes``) and whether it is gzip."""
+        length = _content_length(h)
+        if length is None:
             raise _HTTPError(411, "Content-Length is required")
-        length = int(length_header)
-        if length > MAX_REQUEST_BYTES:
+        if length > self.max_request_bytes:
             h.close_connection = True
-            limit = MAX_REQUEST_BYTES
+            limit = self.max_request_bytes
             raise _HTTPError(
                 413, f"request body of {length} bytes exceeds the {limit}-byte limit; send less"
             )
@@ -251,53 +428,34 @@ class LocalServer:
         if encoding not in ("", "identity", "gzip"):
             raise _HTTPError(415, f"unsupported Content-Encoding '{encoding}' (use gzip)")
         raw = h.rfile.read(length)
-        chunks = self._decoded(raw) if encoding == "gzip" else iter((raw,))
-        buf = bytearray()
-        lineno = 0
-        overflow = 0  # bytes of the current line beyond what was kept
-        for chunk in chunks:
-            start = 0
-            while True:
-                nl = chunk.find(b"\n", start)
-                piece = chunk[start:] if nl < 0 else chunk[start:nl]
-                if overflow or len(buf) + len(piece) > self.max_line_bytes:
-                    if len(buf) > 1024:  # keep only the head of an over-long line
-                        overflow += len(buf) - 1024
-                        del buf[1024:]
-                    room = max(0, 1024 - len(buf))
-                    buf += piece[:room]
-                    overflow += len(piece) - min(room, len(piece))
-                else:
-                    buf += piece
-                if nl < 0:
-                    break
-                lineno += 1
-                if buf.strip():
-                    yield lineno, bytes(buf), len(buf) + overflow
-                buf.clear()
-                overflow = 0
-                start = nl + 1
-        if buf.strip():
-            yield lineno + 1, bytes(buf), len(buf) + overflow
+        if len(raw) < length:
+            h.close_connection = True
+            raise _HTTPError(400, "the body is shorter than its Content-Length")
+        return raw, encoding == "gzip"
 
-    @staticmethod
-    def _decoded(raw: bytes) -> Iterator[bytes]:
-        decomp = zlib.decompressobj(31)
+    def _decoded(self, raw: bytes) -> Iterator[bytes]:
+        """``raw`` gunzipped in chunks of at most 1 MiB (every member of a multi-member
+        body); 413 past ``max_decoded_bytes``, 400 when it is not complete, valid gzip."""
+        limit = self.max_decoded_bytes
         total = 0
         data = raw
         try:
-            while data:
-                out = decomp.decompress(data, _CHUNK)
-                data = decomp.unconsumed_tail
-                total += len(out)
-                if total > MAX_DECODED_BYTES:
-                    raise _HTTPError(413, f"the body decompresses to more than "
-                                          f"{MAX_DECODED_BYTES} bytes")  # fmt: skip
-                yield out
-            tail = decomp.flush()
-            if not decomp.eof:
-                raise _HTTPError(400, "the gzip body is truncated")
-            yield tail
+            while True:
+                decomp = zlib.decompressobj(31)
+                while not decomp.eof:
+                    out = decomp.decompress(data, _CHUNK)
+                    data = decomp.unconsumed_tail
+                    total += len(out)
+                    if total > limit:
+                        raise _HTTPError(413, f"the body decompresses to more than {limit} "
+                                              "bytes; send less per request")  # fmt: skip
+                    if out:
+                        yield out
+                    elif not data and not decomp.eof:
+                        raise _HTTPError(400, "the gzip body is truncated")
+                data = decomp.unused_data
+                if not data.strip(b"\0"):  # trailing zero padding is allowed
+                    return
         except zlib.error as exc:
             raise _HTTPError(400, f"the body is not valid gzip ({exc})") from None
 
@@ -320,25 +478,20 @@ class LocalServer:
             if not fmt:
                 raise _HTTPError(400, f"unsupported FORMAT {m.group(1)}")
             query = query[: m.start()]
-        try:
-            tables = check_sql(query, self.store.explain_ast)
+        known = {t for n in self.store.datasources for t in (n, f"{n}_quarantine")}
+        readable: dict[str, str | None] = {}
+        for name in self.store.datasources:
+            if token.can_read(name):
+                readable[name] = readable[f"{name}_quarantine"] = token.row_filter
+        database = "default" if token.admin else Store.token_database_name(token.value, readable)
+        try:  # nothing reaches chDB before sqlglot has proved it a harmless SELECT
+            verified = verify_sql(query, readable, database, known=known)
         except SqlRefusedError as exc:
             raise _HTTPError(exc.status, str(exc)) from None
-        known = {t for n in self.store.datasources for t in (n, f"{n}_quarantine")}
-        for table in tables:
-            if table in known and not token.can_read(table.removesuffix("_quarantine")):
-                raise _HTTPError(403, f"the token has no DATASOURCES:READ scope on '{table}'")
-        if token.admin:
-            database = "default"
-        else:
-            readable: dict[str, str | None] = {}
-            for name in self.store.datasources:
-                if token.can_read(name):
-                    readable[name] = token.row_filter
-                    readable[f"{name}_quarantine"] = token.row_filter
-            database = self.store.token_database(token.value, readable)
+        if not token.admin:
+            self.store.token_database(token.value, readable)
         try:
-            return 200, self.store.query(query.rstrip().rstrip(";"), fmt, database)
+            return 200, self.store.query(verified.sql, fmt)
         except QueryError as exc:
             raise _HTTPError(400, f"[Error] {exc}") from None
 
@@ -351,7 +504,13 @@ class LocalServer:
         for name, ds in sorted(self.store.datasources.items()):
             if not (token.can_read(name) or token.can_append(name)):
                 continue
-            rows, size = counts.get(name, (0, 0))
+            rows: int | None = counts.get(name, (0, 0))[0]
+            size: int | None = counts.get(name, (0, 0))[1]
+            quarantined: int | None = counts.get(f"{name}_quarantine", (0, 0))[0]
+            if token.row_filter:  # the token's rows only (None when the filter cannot count)
+                rows = self.store.filtered_row_count(name, token.row_filter)
+                quarantined = self.store.filtered_row_count(f"{name}_quarantine", token.row_filter)
+                size = None
             out.append({
                 "name": name,
                 "description": ds.description,
@@ -359,7 +518,7 @@ class LocalServer:
                 "columns": [{"name": c.name, "type": c.type, "jsonpath": c.jsonpath,
                              "default_value": c.default_expr} for c in ds.columns],
                 "statistics": {"row_count": rows, "bytes": size},
-                "quarantine_rows": counts.get(f"{name}_quarantine", (0, 0))[0],
+                "quarantine_rows": quarantined,
             })  # fmt: skip
         return 200, {"datasources": out}
 
@@ -367,9 +526,11 @@ class LocalServer:
         token = self.authenticate(h, params)
         if not token.admin:
             raise _HTTPError(403, "creating tokens needs an ADMIN token")
-        length = int(h.headers.get("Content-Length") or 0)
+        length = _content_length(h) or 0
+        if length > 65536:
+            raise _HTTPError(413, "the token request is over 64 KiB")
         if length:
-            for key, values in parse_qs(h.rfile.read(min(length, 65536)).decode()).items():
+            for key, values in parse_qs(h.rfile.read(length).decode("utf-8", "replace")).items():
                 params.setdefault(key, []).extend(values)
         try:
             made = self.tokens.add(
@@ -381,6 +542,135 @@ class LocalServer:
             raise _HTTPError(400, str(exc)) from None
         return 200, {"name": made.name, "token": made.value, "scopes": made.scopes(),
                      "filter": made.row_filter}  # fmt: skip
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A connection's reads, each cut short at ``deadline`` (a ``time.monotonic()`` value):
+    a client that trickles its request a byte at a time is dropped all the same."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the client took too long to send its request")
+            self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+_BUSY_BODY = b'{"error": "too many connections to the server; retry soon"}'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+         b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+         % (len(_BUSY_BODY), _BUSY_BODY))  # fmt: skip
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, up to ``owner.max_connections``; past it, one refusing
+    thread answers 503 (a bounded queue of them; beyond, they are closed at once)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 owner: LocalServer) -> None:  # fmt: skip
+        self._owner = owner
+        self._active = 0
+        self._active_lock = threading.Lock()
+        self._refused: queue.Queue[socket.socket | None] = queue.Queue(maxsize=64)
+        self._refuser: threading.Thread | None = None
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            busy = self._active >= self._owner.max_connections
+            if not busy:
+                self._active += 1
+        if busy:
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._active_lock:
+            self._active -= 1
+
+    def _refuse(self, request: socket.socket) -> None:
+        try:
+            self._refused.put_nowait(request)
+        except queue.Full:
+            self.shutdown_request(request)
+            return
+        if self._refuser is None:
+            self._refuser = threading.Thread(target=self._refuse_loop, daemon=True,
+                                             name="tblog-local-busy")  # fmt: skip
+            self._refuser.start()
+
+    def _refuse_loop(self) -> None:
+        while (sock := self._refused.get()) is not None:
+            try:
+                sock.settimeout(0.2)  # read the request head, so closing does not reset
+                head = b""
+                with contextlib.suppress(OSError):
+                    while b"\r\n\r\n" not in head and len(head) < 65536:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            break
+                        head += chunk
+                sock.sendall(_BUSY)
+            except OSError:
+                pass
+            finally:
+                self.shutdown_request(sock)
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self._refuser is not None:
+            self._refused.put(None)
+            self._refuser.join(5)
+            self._refuser = None
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def _host_allowed(server: LocalServer, header: str | None) -> bool:
+    """Whether a request's Host names this server: a loopback name or address, the bind
+    address, any address when bound to all of them, or one of ``allowed_hosts``.  A
+    DNS-rebinding page reaches the server under its own domain name: refused."""
+    if not header:
+        return False
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else ""
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    host = host.rstrip(".")
+    allowed = server.allowed_hosts
+    if "*" in allowed or host in allowed or host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    bind = str(server.bind_host).lower().strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return bool(host) and host == bind
+    if address.is_loopback or host == bind:
+        return True
+    return bind in ("", "0.0.0.0", "::")  # noqa: S104 - bound to every address: any of them
 
 
 def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
@@ -400,11 +690,55 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass  # request lines carry ?token=...; never log them
 
+        def setup(self) -> None:
+            super().setup()
+            self.rfile.close()
+            self._reader = _DeadlineReader(self.connection)
+            self.rfile = io.BufferedReader(self._reader, 65536)
+
+        def handle_one_request(self) -> None:
+            timeout = server.timeout
+            self._reader.deadline = None if timeout is None else time.monotonic() + timeout
+            super().handle_one_request()
+
         def do_GET(self) -> None:
             self._dispatch()
 
         def do_POST(self) -> None:
             self._dispatch()
+
+        def do_OPTIONS(self) -> None:  # a CORS preflight, for an allowed origin only
+            origin = self.headers.get("Origin")
+            if not _host_allowed(server, self.headers.get("Host")):
+                self.close_connection = True
+                self._answer(421, b'{"error": "this server does not answer to that Host name"}', {})
+            elif origin is not None and origin in server.allowed_origins:
+                self._answer(204, b"", {
+                    "Access-Control-Allow-Methods": "GET, POST",
+                    "Access-Control-Allow-Headers": "Authorization, Content-Type, "
+                                                    "Content-Encoding",
+                    "Access-Control-Max-Age": "600",
+                })  # fmt: skip
+            else:
+                self.close_connection = True
+                self._answer(403, b'{"error": "cross-origin requests are refused"}', {})
+
+        def _check(self) -> None:
+            """Host, Origin and body framing, before any route sees the request."""
+            if not _host_allowed(server, self.headers.get("Host")):
+                raise _HTTPError(421, "this server does not answer to that Host name; "
+                                      "add it with --allowed-host")  # fmt: skip
+            origin = self.headers.get("Origin")
+            if origin is not None and origin not in server.allowed_origins:
+                raise _HTTPError(403, "cross-origin requests are refused; allow an origin "
+                                      "with --allowed-origin")  # fmt: skip
+            if self.headers.get("Transfer-Encoding") is not None:
+                raise _HTTPError(411, "chunked transfer encoding is not supported: "
+                                      "send a Content-Length")  # fmt: skip
+            length, limit = _content_length(self), server.max_request_bytes
+            if length is not None and length > limit:
+                raise _HTTPError(413, f"request body of {length} bytes exceeds the "
+                                      f"{limit}-byte limit; send less")  # fmt: skip
 
         def _dispatch(self) -> None:
             parts = urlsplit(self.path)
@@ -412,6 +746,7 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             route = routes.get((self.command, parts.path.rstrip("/")))
             headers: dict[str, str] = {}
             try:
+                self._check()
                 if route is None:
                     raise _HTTPError(404, f"no such endpoint: {self.command} {parts.path}")
                 if route == server.events and server.rate_limiter is not None:
@@ -422,11 +757,22 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                 status, body = route(self, params)
             except _HTTPError as exc:
                 status, body = exc.status, exc.body
-                if status >= 400 and self.command == "POST":
+                if status >= 400 and (self.command == "POST" or status in (400, 411, 413)):
                     self.close_connection = True  # the body may be unread
+            except TimeoutError:
+                status, body = 408, {"error": "the request took too long to arrive"}
+                self.close_connection = True
             except Exception as exc:  # noqa: BLE001 - a bug must not kill the server
                 status, body = 500, {"error": f"internal error: {type(exc).__name__}"}
+            origin = self.headers.get("Origin")
+            if origin is not None and origin in server.allowed_origins:
+                headers["Access-Control-Allow-Origin"] = origin
+                headers["Vary"] = "Origin"
             payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self._answer(status, payload, headers)
+
+        def _answer(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+            self.connection.settimeout(server.timeout)  # the read deadline is not the write's
             self.send_response(status)
             ctype = "application/json" if payload[:1] in (b"{", b"[") else "text/plain"
             self.send_header("Content-Type", ctype)

@@ -1,10 +1,14 @@
 """The chDB side: one embedded ClickHouse session over a persistent data directory.
 
 Owns the tables (one per datasource, plus ``<name>_quarantine``), typed batch inserts
-(one ``INSERT ... FORMAT JSONEachRow`` per request; when ClickHouse refuses a batch,
+(``INSERT ... FORMAT JSONEachRow`` of at most 1 MiB each; when ClickHouse refuses one,
 halves are retried so only the offending rows go to quarantine), write-side row
-filters, and read-only query execution in a per-token database of filtered views.
-chDB sessions are not thread-safe: every call holds ``self.lock``.
+filters (no row reaches a table, quarantine included, unless the filter says yes on
+what that table would hold), and read-only query execution in a per-token database of
+filtered views.
+Writes go through one chDB session and hold ``self.lock``; SQL API reads run on a
+second session without that lock (with the server's ``QueryLimits``), so a slow query
+never stalls ingest.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import os
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
@@ -21,14 +26,46 @@ from typing import Any
 
 from tblog._encode import dumps
 from tblog.local.convert import RowMapper, to_text
-from tblog.local.datafile import Datasource, quote_identifier
+from tblog.local.datafile import _QUARANTINE_OWN, Column, Datasource, quote_identifier
 
-__all__ = ["IngestResult", "QueryError", "Store", "sql_string"]
+__all__ = ["READ_DATABASE", "IngestResult", "QueryError", "QueryLimits", "Store", "sql_string"]
 
 _INSERT_SETTINGS = (
     "SETTINGS date_time_input_format = 'best_effort', input_format_skip_unknown_fields = 1"
 )
 _MAX_RAW = 64 * 1024
+#: Queued rows (wait=false) beyond which a request inserts them itself, not the writer.
+_MAX_PENDING_BYTES = 16 * 1024 * 1024
+#: Rows per INSERT (or filter query) are cut at this many bytes of JSON.
+_MAX_STATEMENT_BYTES = 1024 * 1024
+
+
+#: The read session's current database: empty, so a bare table name finds nothing.
+READ_DATABASE = "tblog_read"
+
+
+@dataclass
+class QueryLimits:
+    """Limits the server sets on every SQL API query (the query text cannot change them).
+
+    ``max_execution_time`` in seconds; ``max_memory_usage`` and ``max_result_bytes`` in
+    bytes; a result over ``max_result_rows``/``max_result_bytes`` is an error
+    (``result_overflow_mode = 'throw'``), never a silently cut answer.
+    """
+
+    max_execution_time: float = 10.0
+    max_memory_usage: int = 2 * 1024**3
+    max_result_rows: int = 1_000_000
+    max_result_bytes: int = 256 * 1024**2
+
+    def settings_sql(self) -> str:
+        return (
+            f"max_execution_time = {float(self.max_execution_time)!r}, "
+            f"max_memory_usage = {int(self.max_memory_usage)}, "
+            f"max_result_rows = {int(self.max_result_rows)}, "
+            f"max_result_bytes = {int(self.max_result_bytes)}, "
+            "result_overflow_mode = 'throw', readonly = 1"
+        )
 
 
 class QueryError(Exception):
@@ -61,16 +98,74 @@ class _Quarantined:
     raw: str | None = None
 
 
+def _spans(lines: list[bytes]) -> list[tuple[int, int]]:
+    """``lines`` cut into runs of at most ``_MAX_STATEMENT_BYTES`` (one line at least):
+    chDB holds many times a statement's size while it runs it."""
+    spans: list[tuple[int, int]] = []
+    lo = size = 0
+    for i, line in enumerate(lines):
+        if i > lo and size + len(line) > _MAX_STATEMENT_BYTES:
+            spans.append((lo, i))
+            lo, size = i, 0
+        size += len(line) + 1
+    if lo < len(lines):
+        spans.append((lo, len(lines)))
+    return spans
+
+
+def _quarantine_line(q: _Quarantined, import_id: str) -> bytes:
+    """The quarantine table's JSONEachRow line for ``q``."""
+    record: dict[str, Any] = dict(q.values)
+    record.update(c__error_column=q.columns, c__error=q.errors, c__import_id=import_id,
+                  c__raw=q.raw)  # fmt: skip
+    return _line(record)
+
+
+def _line(value: Any) -> bytes:
+    """``dumps(value)`` in a bytes object of its own size: orjson's answer keeps a buffer
+    of 8 KiB or more, ten times a typical row, for as long as it is held."""
+    return bytes(memoryview(dumps(value)))
+
+
+def _structure_column(column: Column) -> str:
+    """``column`` for a ``format()`` structure: its type and how it is computed when a row
+    leaves it out (so a filter sees the values the table would store)."""
+    parts = [quote_identifier(column.name), column.type]
+    if column.default_kind in ("DEFAULT", "MATERIALIZED", "ALIAS") and column.default_expr:
+        parts += [column.default_kind, column.default_expr]
+    return " ".join(parts)
+
+
+def default_server_memory() -> int:
+    """Half of this machine's physical memory (ClickHouse's own default is 90%), at least 1 GiB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 1024**3
+    return max(1024**3, total // 2)
+
+
 class Store:
     """Tables of every datasource in one chDB session (thread-safe through ``lock``)."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, *, max_server_memory: int | None = None) -> None:
+        """``max_server_memory``: bytes the embedded ClickHouse may use in all (its
+        ``max_server_memory_usage``; None: half of this machine's memory)."""
         chdb_session: Any = importlib.import_module("chdb.session")  # the tblog[local] extra
 
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.Lock()
-        self._session = chdb_session.Session(str(self.data_dir))
+        if max_server_memory is None:
+            max_server_memory = default_server_memory()
+        self.max_server_memory = max_server_memory
+        # One engine serves every session on the path: its first session sets the ceiling.
+        self._session = chdb_session.Session(
+            f"{self.data_dir}?max_server_memory_usage={int(max_server_memory)}"
+        )
+        #: Server-side limits of every SQL API query (mutable; LocalServer sets them).
+        self.limits = QueryLimits()
+        self._read_session, self._read_shared = self._open_read_session(chdb_session)
         self.datasources: dict[str, Datasource] = {}
         self._mappers: dict[str, RowMapper] = {}
         self._views: set[str] = set()
@@ -78,6 +173,7 @@ class Store:
         # (an INSERT costs ~5 ms whatever its size); every read drains them first.
         self._pending: dict[str, list[bytes]] = {}
         self._pending_lock = threading.Lock()
+        self._pending_bytes = 0
         self._wake = threading.Event()
         self._closing = False
         self._writer: threading.Thread | None = None
@@ -89,6 +185,8 @@ class Store:
             self._writer.join(30)
         self.drain()
         with self.lock, contextlib.suppress(Exception):  # closing twice, or at exit
+            if not self._read_shared:
+                self._read_session.close()
             self._session.close()
 
     # -- raw access -------------------------------------------------------------------
@@ -132,6 +230,21 @@ class Store:
             counts[name] = (int(rows) if rows.isdigit() else 0, int(size) if size.isdigit() else 0)
         return counts
 
+    def filtered_row_count(self, table: str, row_filter: str) -> int | None:
+        """Rows of ``table`` where ``row_filter`` holds (None when it cannot be evaluated)."""
+        self.drain()
+        with self.lock:
+            try:
+                out = self._run(
+                    f"SELECT count() FROM default.{quote_identifier(table)} WHERE ({row_filter}) "  # noqa: S608 - the filter is the admin's
+                    "SETTINGS readonly = 1 FORMAT TSV",
+                    "TSV",
+                )
+            except QueryError:
+                return None
+        text = out.decode().strip()
+        return int(text) if text.isdigit() else None
+
     # -- writes -----------------------------------------------------------------------
 
     def ingest(
@@ -153,6 +266,7 @@ class Store:
         mapper = self._mappers[name]
         result = IngestResult()
         good: list[dict[str, Any]] = []
+        sources: list[dict[str, Any]] = []  # the object of each good row (filtered tokens)
         quarantine: list[_Quarantined] = [
             _Quarantined([], [error], {}, raw[:_MAX_RAW]) for raw, error in bad_lines
         ]
@@ -167,33 +281,84 @@ class Store:
                                                mapper.raw_values(obj)))  # fmt: skip
             else:
                 good.append(row)
-        if not wait and not row_filter:
-            lines = [dumps(row) for row in good]
+                if row_filter:
+                    sources.append(obj)
+        if row_filter:
+            return self._ingest_filtered(name, good, sources, quarantine, row_filter)
+        if not wait:
+            lines = [_line(row) for row in good]
             if quarantine:
                 with self.lock:
                     self._quarantine(name, quarantine)
             with self._pending_lock:
                 self._pending.setdefault(name, []).extend(lines)
+                self._pending_bytes += sum(len(line) for line in lines)
+                backlog = self._pending_bytes > _MAX_PENDING_BYTES
                 if self._writer is None:
                     self._writer = threading.Thread(
                         target=self._write_loop, name="tblog-local-writer", daemon=True
                     )
                     self._writer.start()
             self._wake.set()
+            if backlog:  # the writer is behind: this request waits, memory stays bounded
+                self.drain()
             result.successful_rows = len(lines)
             result.quarantined_rows = len(quarantine)
             result.errors = [e for q in quarantine[:5] for e in q.errors[:1]]
             return result
         with self.lock:
-            lines = [dumps(row) for row in good]
-            if row_filter and lines:
-                keep = self._filter(name, lines, row_filter)
-                result.rejected_rows = len(lines) - sum(keep)
-                lines = [line for line, ok in zip(lines, keep, strict=True) if ok]
+            lines = [_line(row) for row in good]
             failed = self._insert(name, lines)
             result.successful_rows = len(lines) - len(failed)
             for index, error in failed:
                 quarantine.append(_Quarantined([], [error], {}, lines[index].decode()[:_MAX_RAW]))
+            if quarantine:
+                self._quarantine(name, quarantine)
+        result.quarantined_rows = len(quarantine)
+        result.errors = [e for q in quarantine[:5] for e in q.errors[:1]]
+        return result
+
+    def _ingest_filtered(
+        self,
+        name: str,
+        good: list[dict[str, Any]],
+        sources: list[dict[str, Any]],
+        quarantine: list[_Quarantined],
+        row_filter: str,
+    ) -> IngestResult:
+        """Ingest for a token with a row filter: no row is stored unless the filter holds.
+
+        Typed rows are judged as ClickHouse types them (DEFAULTs included); a row it
+        cannot type, and every row bound for quarantine, is judged on the quarantine
+        record itself (raw values as strings: what the tenant's view of the quarantine
+        table would show).  A row whose verdict is not a plain yes is rejected.
+        """
+        mapper = self._mappers[name]
+        result = IngestResult()
+        with self.lock:
+            lines = [_line(row) for row in good]
+            kept: list[bytes] = []
+            kept_sources: list[dict[str, Any]] = []
+            for line, obj, verdict in zip(lines, sources, self._filter(name, lines, row_filter),
+                                          strict=True):  # fmt: skip
+                if verdict is True:
+                    kept.append(line)
+                    kept_sources.append(obj)
+                elif verdict is False:
+                    result.rejected_rows += 1
+                else:  # ClickHouse cannot type it: quarantine, if its raw values match
+                    quarantine.append(_Quarantined([], [verdict], mapper.raw_values(obj),
+                                                   line.decode()[:_MAX_RAW]))  # fmt: skip
+            failed = self._insert(name, kept)
+            result.successful_rows = len(kept) - len(failed)
+            for index, error in failed:
+                quarantine.append(_Quarantined([], [error], mapper.raw_values(kept_sources[index]),
+                                               kept[index].decode()[:_MAX_RAW]))  # fmt: skip
+            if quarantine:
+                verdicts = self._filter_quarantine(name, quarantine, row_filter)
+                allowed = [q for q, ok in zip(quarantine, verdicts, strict=True) if ok is True]
+                result.rejected_rows += len(quarantine) - len(allowed)
+                quarantine = allowed
             if quarantine:
                 self._quarantine(name, quarantine)
         result.quarantined_rows = len(quarantine)
@@ -212,6 +377,7 @@ class Store:
         with self.lock:
             with self._pending_lock:
                 batches, self._pending = self._pending, {}
+                self._pending_bytes = 0
             for name, lines in batches.items():
                 failed = self._insert(name, lines)
                 if failed:
@@ -223,7 +389,7 @@ class Store:
     def _insert(self, name: str, lines: list[bytes]) -> list[tuple[int, str]]:
         """Insert ``lines``; return (index, error) of the lines ClickHouse refused."""
         failed: list[tuple[int, str]] = []
-        pending = [(0, len(lines))]
+        pending = _spans(lines)[::-1]
         head = f"INSERT INTO {quote_identifier(name)} {_INSERT_SETTINGS} FORMAT JSONEachRow\n"
         while pending:
             lo, hi = pending.pop()
@@ -239,58 +405,104 @@ class Store:
                     pending += [(mid, hi), (lo, mid)]
         return failed
 
-    def _filter(self, name: str, lines: list[bytes], row_filter: str) -> list[bool]:
-        """Evaluate ``row_filter`` on each typed row, in order."""
+    def _filter(self, name: str, lines: list[bytes], row_filter: str) -> list[bool | str]:
+        """``row_filter`` on each typed row, in order: its verdict, or why ClickHouse
+        could not judge it (a value it cannot type)."""
         ds = self.datasources[name]
-        structure = ", ".join(f"{quote_identifier(c.name)} {c.type}" for c in ds.columns
-                              if c.insertable)  # fmt: skip
-        verdicts = self._filter_rows(structure, lines, row_filter)
-        if verdicts is not None:
+        structure = ", ".join(_structure_column(c) for c in ds.columns)
+        return self._judge(structure, lines, row_filter)
+
+    def _filter_quarantine(
+        self, name: str, rows: list[_Quarantined], row_filter: str
+    ) -> list[bool | str]:
+        """``row_filter`` on each quarantine record, as the quarantine table would hold it."""
+        ds = self.datasources[name]
+        structure = ", ".join(
+            ["`c__error_column` Array(String)", "`c__error` Array(String)",
+             "`c__import_id` Nullable(String)"]
+            + [f"{quote_identifier(c.name)} Nullable(String)" for c in ds.columns
+               if c.insertable and c.name not in _QUARANTINE_OWN]
+            + ["`c__raw` Nullable(String)"]
+        )  # fmt: skip
+        return self._judge(structure, [_quarantine_line(q, "") for q in rows], row_filter)
+
+    def _judge(self, structure: str, lines: list[bytes], row_filter: str) -> list[bool | str]:
+        """Verdicts of ``_filter_rows`` on ``lines``; a refused batch is halved until the
+        rows ClickHouse cannot read stand alone (their verdict is then the error)."""
+        verdicts: list[bool | str] = ["not judged"] * len(lines)
+        pending: list[tuple[int, int]] = []
+        for lo, hi in _spans(lines):
+            first = self._filter_rows(structure, lines[lo:hi], row_filter)
+            if isinstance(first, list):
+                verdicts[lo:hi] = first
+            else:
+                pending.append((lo, hi))
+        if not pending:
             return verdicts
-        # ClickHouse refused the batch (a value it cannot parse): judge row by row; a row
-        # it cannot parse at all is kept here, so that the insert quarantines it.
-        return [(self._filter_rows(structure, [line], row_filter) or [True])[0] for line in lines]
+        probe = self._filter_rows(structure, [], row_filter)
+        if isinstance(probe, str):  # the filter cannot run at all: no row can pass it
+            return [v if isinstance(v, bool) else probe for v in verdicts]
+        pending = [(a, b) for lo, hi in pending[::-1]
+                   for a, b in (((lo + hi) // 2, hi), (lo, (lo + hi) // 2))]  # fmt: skip
+        while pending:
+            lo, hi = pending.pop()
+            if lo >= hi:
+                continue
+            out = self._filter_rows(structure, lines[lo:hi], row_filter)
+            if isinstance(out, list):
+                verdicts[lo:hi] = out
+            elif hi - lo == 1:
+                verdicts[lo] = out
+            else:
+                mid = (lo + hi) // 2
+                pending += [(mid, hi), (lo, mid)]
+        return verdicts
 
     def _filter_rows(
         self, structure: str, lines: list[bytes], row_filter: str
-    ) -> list[bool] | None:
+    ) -> list[bool | str] | str:
+        """One verdict per line (True only where the filter gives exactly 1), or the error
+        that stopped ClickHouse.  The rows travel inside the query, so ``max_query_size``
+        is raised to fit them: a big row must not escape the filter."""
         data = b"\n".join(lines).decode("utf-8")
         sql = (
             f"SELECT toUInt8(({row_filter})) FROM format(JSONEachRow, {sql_string(structure)}, "  # noqa: S608 - the filter is the admin's
             f"{sql_string(data)}) SETTINGS max_threads = 1, input_format_parallel_parsing = 0, "
             "date_time_input_format = 'best_effort', input_format_skip_unknown_fields = 1"
         )
+        sql += f", max_query_size = {len(sql) * 2 + 65536}"
         try:
             out = self._run(sql, "TSV").split()
-        except QueryError:
-            return None
+        except QueryError as exc:
+            return str(exc)
         if len(out) != len(lines):
-            return None
+            return "the row filter did not give one verdict per row"
         return [v == b"1" for v in out]
 
     def _quarantine(self, name: str, rows: list[_Quarantined]) -> None:
         import_id = uuid.uuid4().hex
-        lines = []
-        for q in rows:
-            record: dict[str, Any] = dict(q.values)
-            record.update(c__error_column=q.columns, c__error=q.errors, c__import_id=import_id,
-                          c__raw=q.raw)  # fmt: skip
-            lines.append(dumps(record))
+        lines = [_quarantine_line(q, import_id) for q in rows]
         table = quote_identifier(name + "_quarantine")
-        self._run(
-            f"INSERT INTO {table} SETTINGS input_format_skip_unknown_fields = 1 "
-            "FORMAT JSONEachRow\n" + b"\n".join(lines).decode("utf-8")
-        )
+        for lo, hi in _spans(lines):
+            self._run(
+                f"INSERT INTO {table} SETTINGS input_format_skip_unknown_fields = 1 "
+                "FORMAT JSONEachRow\n" + b"\n".join(lines[lo:hi]).decode("utf-8")
+            )
 
     # -- reads ------------------------------------------------------------------------
+
+    @staticmethod
+    def token_database_name(key: str, readable: dict[str, str | None]) -> str:
+        """The name ``token_database`` gives (without creating anything)."""
+        digest = hashlib.sha256(repr((key, sorted(readable.items(), key=str))).encode())
+        return "tok_" + digest.hexdigest()[:16]
 
     def token_database(self, key: str, readable: dict[str, str | None]) -> str:
         """A database of views, one per readable table, each filtered by its row filter.
 
         ``readable`` maps table names to a SQL filter (or None).  Created once per key.
         """
-        digest = hashlib.sha256(repr((key, sorted(readable.items(), key=str))).encode())
-        db = "tok_" + digest.hexdigest()[:16]
+        db = self.token_database_name(key, readable)
         with self.lock:
             if db in self._views:
                 return db
@@ -304,16 +516,40 @@ class Store:
             self._views.add(db)
         return db
 
-    def query(self, sql: str, fmt: str, database: str = "default") -> bytes:
-        """Run a read-only query (``readonly = 1``) with ``database`` as the current one."""
-        self.drain()
-        with self.lock:
-            self._run(f"USE {database}")
-            try:
-                return self._run(f"{sql}\nSETTINGS readonly = 1", fmt)
-            finally:
-                self._run("USE default")
+    def _open_read_session(self, chdb_session: Any) -> tuple[Any, bool]:
+        """A second chDB session on the same data for SQL API reads, or the write one.
 
-    def explain_ast(self, sql: str) -> str:
-        with self.lock:
-            return self._run(f"EXPLAIN AST {sql}", "TSVRaw").decode("utf-8", "replace")
+        chDB sessions on one path run queries concurrently (chdb >= 4), so a slow read
+        never holds ``self.lock``, which every insert needs.  Its current database is an
+        empty one: the SQL API qualifies every table it lets a query read, so a bare name
+        that slipped through would find nothing.  If chDB cannot open a second session,
+        reads share the write session (and its lock) as before.
+        """
+        self._run(f"CREATE DATABASE IF NOT EXISTS {READ_DATABASE}")
+        try:
+            session = chdb_session.Session(str(self.data_dir))
+            session.query(f"USE {READ_DATABASE}")
+            out = session.query("SELECT currentDatabase()", "CSV")
+            if READ_DATABASE.encode() not in (out.bytes() if hasattr(out, "bytes") else b""):
+                raise RuntimeError("USE did not stick")
+        except Exception:  # noqa: BLE001 - an older chDB: one session for everything
+            return self._session, True
+        return session, False
+
+    def query(self, sql: str, fmt: str) -> bytes:
+        """Run a verified read (see ``sqlguard.verify_sql``) with the server's limits.
+
+        Runs on the read session without ``self.lock``: ingest never waits for a read.
+        The limits and ``readonly = 1`` come last in the text, from the server only.
+        """
+        self.drain()  # rows accepted with wait=false become visible first
+        text = f"{sql}\nSETTINGS {self.limits.settings_sql()}"
+        if self._read_shared:
+            with self.lock:
+                return self._run(text, fmt)
+        try:
+            result = self._read_session.query(text, fmt)
+        except Exception as exc:  # noqa: BLE001 - chDB raises its own error types
+            raise QueryError(_first_line(exc)) from None
+        data = result.bytes() if hasattr(result, "bytes") else bytes(result)
+        return bytes(data)
