@@ -6,6 +6,7 @@ module is internal and may change without notice.
 
 from __future__ import annotations
 
+from tblog._runtime import flushing
 from tblog._sender import flush
 from tblog._version import __version__
 from tblog.context import (
@@ -42,6 +43,7 @@ __all__ = [
     "bind",
     "bound",
     "flush",
+    "flushing",
     "get_bound",
     "get_span_id",
     "get_trace_id",

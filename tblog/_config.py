@@ -63,6 +63,7 @@ class Options:
     redact_keys: tuple[str, ...] = ()
     redact_patterns: tuple[str, ...] = ()
     static_fields: Mapping[str, Any] = field(default_factory=dict)
+    warn_stderr: bool = True  # tell a permanent refusal or a loss once on stderr
 
     def __post_init__(self) -> None:
         _positive_int("batch_size", self.batch_size)
@@ -105,6 +106,7 @@ class Options:
         _bool("verify", self.verify)
         _optional_str("ca_bundle", self.ca_bundle)
         _bool("redact", self.redact)
+        _bool("warn_stderr", self.warn_stderr)
         object.__setattr__(self, "redact_keys", str_tuple("redact_keys", self.redact_keys))
         patterns = str_tuple("redact_patterns", self.redact_patterns)
         for pattern in patterns:
@@ -134,17 +136,41 @@ def options_from(options: Mapping[str, Any]) -> Options:
 
 
 def resolve_api_url(api_url: str | None) -> str:
-    """Return ``api_url``, else ``$TB_API_URL``, else ``$TB_HOST``, else Tinybird's default host."""
+    """Return ``api_url``, else ``$TB_API_URL``, else ``$TB_HOST``, else Tinybird's default host.
+
+    Normalised: a trailing ``/v0/events`` or ``/v0`` (as Tinybird's docs print the Events
+    API's address) and trailing slashes are stripped, since tblog appends ``/v0/events``
+    itself; any other path is kept as a prefix (a proxy mounted below a path).  A scheme
+    other than http(s), credentials, a query string or a fragment are refused; the message
+    never repeats the URL, which could hold a token.
+    """
     url = api_url or next((os.environ[k] for k in API_URL_ENV if os.environ.get(k)), "")
-    url = (url or DEFAULT_API_URL).strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
+    if not isinstance(url, str):
+        raise TypeError("api_url must be a str")
+    url = (url or DEFAULT_API_URL).strip()
+    if not url.lower().startswith(("http://", "https://")):
         raise ValueError(
             "api_url must start with http:// or https:// "
             "(for example https://api.tinybird.co or https://api.us-east.tinybird.co)"
         )
-    if "?" in url or "#" in url or "@" in url.split("//", 1)[1].split("/", 1)[0]:
-        raise ValueError("api_url must be a plain host URL, without credentials, query or fragment")
-    return url
+    scheme, rest = url.split("://", 1)
+    host, slash, path = rest.partition("/")
+    if "@" in host:
+        raise ValueError(
+            "api_url must not hold credentials (user:password@); pass the token as token=..."
+        )
+    if "?" in rest or "#" in rest:
+        raise ValueError(
+            "api_url must be a plain host URL, without a query string or fragment "
+            "(pass the token as token=..., never in the URL)"
+        )
+    if not host:
+        raise ValueError("api_url has no host (for example https://api.tinybird.co)")
+    path = _EVENTS_SUFFIX.sub("", "/" + path.strip("/")) if slash else ""
+    return f"{scheme}://{host}{path.rstrip('/')}"
+
+
+_EVENTS_SUFFIX = re.compile(r"/v0(/events)?/*$", re.IGNORECASE)
 
 
 def resolve_token(token: str | None) -> str:

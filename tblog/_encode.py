@@ -129,6 +129,8 @@ def _key(key: object) -> str:
         return jsonable(key)  # type: ignore[no-any-return]
     if isinstance(key, (bytes, bytearray)):
         return jsonable(bytes(key).decode("utf-8", "replace"))  # type: ignore[no-any-return]
+    if key is None or isinstance(key, bool):  # as json and orjson name them
+        return "null" if key is None else ("true" if key else "false")
     return jsonable(to_text(key))  # type: ignore[no-any-return]
 
 

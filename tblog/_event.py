@@ -22,7 +22,7 @@ import random
 import socket
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from tblog import context
@@ -304,22 +304,33 @@ class _EventIds:
     """Unique version-4-shaped UUIDs, cheaply: 74 random bits per process, then a counter.
 
     ``str(uuid.uuid4())`` costs about a microsecond, a large share of an event's encoding.
-    Here the random part is drawn once (and again in a forked child, which must not
-    repeat its parent's ids) and the low 48 bits count events, so ids never repeat within
-    a process and collide across processes only if two draw the same 74 random bits.
+    Here the random part is drawn once per process from ``os.urandom`` and the low 48 bits
+    count events, so ids never repeat within a process and collide across processes only
+    if two draw the same 74 random bits.  A forked child must not repeat its parent's ids:
+    the at-fork hook draws again, and so does the pid check of ``state()`` and ``next()``
+    for a fork that ran no hook (uWSGI's, without ``--py-call-osafterfork``).
     """
 
     def __init__(self) -> None:
         self.reseed()
 
     def reseed(self) -> None:
-        r = f"{random.SystemRandom().getrandbits(80):020x}"
+        self.pid = os.getpid()
+        bits = random.SystemRandom().getrandbits(120)  # not ``random``: a fork copies its state
+        r = f"{bits >> 40:020x}"
         variant = "89ab"[int(r[15], 16) & 3]
         self.prefix = f"{r[:8]}-{r[8:12]}-4{r[12:15]}-{variant}{r[16:19]}-"
-        self.counter = itertools.count(random.getrandbits(40))
+        self.counter = itertools.count(bits & 0xFFFFFFFFFF)
+
+    def state(self) -> tuple[str, Iterator[int]]:
+        """The prefix and the counter, drawn again first if this is a forked child."""
+        if os.getpid() != self.pid:
+            self.reseed()
+        return self.prefix, self.counter
 
     def next(self) -> str:
-        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
+        prefix, counter = self.state()
+        return f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
 
 
 _ids = _EventIds()
@@ -344,7 +355,9 @@ def extra_keys(attrs: Mapping[str, Any]) -> tuple[str, ...]:
     shape = tuple(attrs)
     keys = _extra_keys_cache.get(shape)
     if keys is None:
-        keys = tuple(k for k in shape if k not in STANDARD_ATTRS and k[:1] != "_")
+        keys = tuple(
+            k for k in shape if k not in STANDARD_ATTRS and (type(k) is not str or k[:1] != "_")
+        )  # a key that is not a string (``extra={5: ...}``) ships as its text
         if len(_extra_keys_cache) >= 1024:
             _extra_keys_cache.clear()
         _extra_keys_cache[shape] = keys
@@ -401,7 +414,7 @@ class EventBuilder:
         heads, shape_of, plain_len, extras = self._heads, _SHAPE_OF, BASE_ATTRS, self._extras
         static, limit, scalars = self.static_fields, self.max_event_bytes, _SCALARS
         odumps, default = orjson_dumps, json_default
-        id_prefix, id_counter, id_block, last_hi = _ids.prefix, _ids.counter, "", -1
+        (id_prefix, id_counter), id_block, last_hi = _ids.state(), "", -1
         last_ms, last_sec, second, prefix = -1, -1, "", ""
         digits, digits_z = _DIGITS3, _DIGITS3Z
         row_of, per_chunk = _ROW_OF, LINES_PER_CHUNK

@@ -3,9 +3,11 @@
 Every producer in the process (each handler, each integration) owns a ``Channel``:
 a bounded FIFO of cheap snapshots plus its delivery state.  One daemon thread per
 process (``Sender``) serves all channels: it turns buffered items into NDJSON
-batches, gzips them, POSTs them through one pooled ``requests.Session``, and
-retries, splits or drops each batch by what the response says.  A channel waiting
-out a backoff never holds up another channel.
+batches, gzips them, and retries, splits or drops each batch by what the response
+says.  It never waits on the network: each request runs on a short-lived thread of its
+own (at most one per channel, see ``InFlight``) through one pooled ``requests.Session``,
+and is cut at its total deadline (``timeout``).  A channel waiting out a backoff, or an
+endpoint that answers slowly or never, never holds up another channel.
 
 Guarantees, and where they live:
 
@@ -15,9 +17,10 @@ Guarantees, and where they live:
   lock would make every other producer thread queue up behind it.
 * ``Sender.flush`` returns True once everything put before the call was
   delivered; it ends backoff waits early.
-* At exit an ``atexit`` hook delivers what is buffered within the largest
-  ``shutdown_timeout`` (also when the endpoint is down), counts what it could not
-  deliver, and lets the interpreter exit.
+* At the end of a process (a normal exit, a ``multiprocessing`` child or pool worker,
+  ``Pool.terminate()``, a Celery prefork child; see ``tblog._lifecycle``) what is buffered
+  is delivered within the largest ``shutdown_timeout`` (also when the endpoint is down),
+  what could not be is counted, and the process ends.
 * After ``fork`` the child starts with empty buffers, no thread and a fresh
   connection pool, so the parent's records are never sent twice; a pid check on
   the hot path covers forks that bypass ``os.register_at_fork``.
@@ -25,8 +28,8 @@ Guarantees, and where they live:
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import enum
 import logging
 import os
 import platform
@@ -38,7 +41,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from tblog import _diag
+from tblog import _diag, _lifecycle, _runtime, _transport
 from tblog._breaker import OPEN, CircuitBreaker, Pacer
 from tblog._config import Options
 from tblog._encode import gzip_lines, join_lines
@@ -74,6 +77,25 @@ BatchEncoder = Callable[[Sequence[Any]], "tuple[list[bytes], int]"]
 _IDLE_WAKE = 1.0  # the thread re-checks its channels at least this often
 WAKE_AT = 512  # buffered items that wake the sender thread (at most batch_size)
 HINT_SPREAD = 0.5  # up to half as long again on a server's Retry-After, so a fleet spreads out
+#: The longest a flush waits while its thread holds logging's module lock (``dictConfig``
+#: re-configuration closes the old handlers under it): the sender keeps delivering a closed
+#: handler's records in the background and at exit, so there is nothing to wait for there.
+LOCKED_WAIT = 0.25
+#: ``close()`` right after a flush that ran out of time (``logging.shutdown`` calls
+#: ``flush()`` then ``close()``) does not wait a second ``shutdown_timeout``.
+RECENT_TIMEOUT = 1.0
+#: At the end of shutdown, how long to wait for a pass of the sender thread still running
+#: (after a 0.5 s join) before reporting what is left instead of counting it.
+SHUTDOWN_LOCK_WAIT = 1.0
+
+
+class _Default(enum.Enum):
+    SHUTDOWN_TIMEOUT = "shutdown_timeout"
+
+
+#: ``flush()`` with no argument: wait at most the channels' ``shutdown_timeout`` (the
+#: ``logging.Handler.flush`` contract: it returns); ``flush(None)`` waits without a limit.
+SHUTDOWN_TIMEOUT = _Default.SHUTDOWN_TIMEOUT
 
 
 #: Threads whose log records tblog refuses: the sender thread (its HTTP stack must never feed
@@ -82,6 +104,23 @@ HINT_SPREAD = 0.5  # up to half as long again on a server's Retry-After, so a fl
 #: path asks one question; entering and leaving is a dict store and delete (cheaper than a
 #: ``threading.local`` write or a set method call).  Emptied in a forked child.
 busy_threads: dict[int, bool] = {}
+
+
+#: One lock per process for ``after_fork_in_child``, made in that process.
+_fork_locks: dict[int, threading.Lock] = {}
+
+
+def still_busy(ident: int) -> bool:
+    """``ident`` is in ``busy_threads``: is its record refused?  (Asked only then: rare.)
+
+    Yes, unless this is a forked child the at-fork hooks never ran in (uWSGI without
+    ``--py-call-osafterfork``): there the parent's sender thread is no thread, and a thread
+    of the child that reuses its ident must not be refused.  The pid check resets the child.
+    """
+    if _sender.pid == os.getpid():
+        return True
+    _sender.after_fork_in_child()
+    return ident in busy_threads
 
 
 def holds_logging_lock() -> bool:
@@ -175,6 +214,27 @@ class Batch:
         return Batch(lines[:mid]), Batch(lines[mid:])
 
 
+class InFlight:
+    """A request on its way, on a thread of its own; ``result`` is set when it is answered.
+
+    One per channel at most: the sender thread never waits on the network, so a destination
+    that answers slowly, a byte at a time or never delays only its own datasource.  The
+    thread lives while the request does; the sender aborts the request at ``deadline``.
+    """
+
+    __slots__ = ("batch", "body", "deadline", "finished", "flushes", "ident", "result", "sent")
+
+    def __init__(self, batch: Batch, body: bytes, sent: float, deadline: float, flushes: int):
+        self.batch = batch
+        self.body = body
+        self.sent = sent  # monotonic time it was sent
+        self.deadline = deadline  # its total deadline
+        self.flushes = flushes  # the channel's flush count when it was sent
+        self.ident = 0  # its thread
+        self.finished = 0.0  # monotonic time of the answer
+        self.result: Result | None = None
+
+
 class Channel:
     """One producer's bounded buffer and the delivery state of its datasource."""
 
@@ -217,7 +277,9 @@ class Channel:
         # at once, so snapshots die young (each one the garbage collector finds alive costs
         # the application's threads), while requests still carry up to batch_size events.
         self.wake_at = min(self.options.batch_size, WAKE_AT)
-        self.lock = threading.Lock()
+        # Reentrant, and asked whether this thread holds it: a signal handler that logs may
+        # interrupt this thread inside it (see _put_locked).
+        self.lock = threading.RLock()
         self.buf: deque[Any] = deque()
         self.buf_bytes = 0  # the sum of measure(item) over what is buffered
         self.draft = Batch()  # the batch being filled (sender thread)
@@ -232,10 +294,12 @@ class Channel:
         self.flush_upto = 0  # deliver now everything up to this enqueue count
         self.flush_waiters = 0  # flush() calls waiting for this channel now
         self.flushes = 0  # flush() calls ever made for this channel
+        self.timed_out_at = float("-inf")  # when a flush of it last ran out of time
         self.interval = self.options.flush_interval  # stretched while rate limited
         self.next_flush = time.monotonic() + self.options.flush_interval
         self.retry_at = 0.0
         self.signaled = False
+        self.inflight: InFlight | None = None  # the request out now (sender thread)
         self.sent = 0
         self.batches = 0
         self.bytes_sent = 0
@@ -261,6 +325,11 @@ class Channel:
         self.spool_replayed = 0  # events delivered from the spool (any process's)
         self.on_disk = 0  # events this channel spooled that are not delivered yet
         self._own: dict[str, int] = {}  # this channel's segments on disk: name -> events
+        self._own_checked = 0  # the spool's scan count when _own was last checked against it
+        self.spool_elsewhere = 0  # events this channel spooled that another process replayed
+        self.spool_undeletable = 0  # replayed, yet on disk still: a later process may resend
+        self.spool_stranded = 0  # left on a spool this process cannot claim from (read-only)
+        self.spool_risk = 0  # the two above: a flush() that saw them grow says False
         # Segments left by an earlier process (a crash, an exit during an outage): flush()
         # waits for them too, and the thread starts now to replay them.
         self.backlog = self.spool is not None and self.spool.may_have_segments()
@@ -299,7 +368,17 @@ class Channel:
         return True
 
     def _put_locked(self, item: Any, size: int) -> bool:
-        """``put`` with the lock held: a full buffer, or no GIL to make a statement atomic."""
+        """``put`` with the lock held: a full buffer, or no GIL to make a statement atomic.
+
+        Re-entered on a thread that holds the lock already (a signal handler that logs,
+        run between two bytecodes of this very method, or of ``stats()``), it must neither
+        wait for itself nor change a state the interrupted code is in the middle of: the item
+        is dropped and counted (``reentrant``).  No other thread holds the lock meanwhile.
+        """
+        owned = getattr(self.lock, "_is_owned", None)
+        if owned is not None and owned():
+            self.dropped["reentrant"] = self.dropped.get("reentrant", 0) + 1
+            return False
         with self.lock:
             buf = self.buf
             if self._full(size) and not self._make_room(size):
@@ -429,6 +508,8 @@ class Channel:
                 break
             if batch.segment is not None or not batch.count:
                 continue
+            if self.inflight is not None and batch is self.inflight.batch:
+                continue  # on its way: its body is already built
             events, freed = batch.drop_oldest(items, memory)
             items, memory, lost = items - events, memory - freed, lost + events
         if lost:
@@ -486,6 +567,7 @@ class Channel:
 
     def _service(self, now: float, transport: Transport, closing: bool, deadline: float) -> float:
         opts = self.options
+        out = not self._collect()  # a request is still on its way
         if not self.pending and self.spool is not None and now >= self.ready_at(now):
             self._replay_next()
         took = self._fill()  # also while requests wait: see _fill
@@ -501,6 +583,8 @@ class Channel:
         elif now >= self.next_flush and not self.draft.count:
             self.next_flush = now + self.interval
         if self.pending:
+            if out:  # one request at a time per channel; meanwhile, encode what arrives
+                return now if took and len(self.buf) >= self.wake_at else self._inflight_due(now)
             ready = self.ready_at(now)
             if now < ready:
                 if self.spool is not None and self.spool.enabled:
@@ -508,6 +592,8 @@ class Channel:
                 # more to encode meanwhile: come back at once; else when the wait ends
                 return now if took and len(self.buf) >= self.wake_at else ready
             self._attempt(now, transport, closing, deadline)
+            if self.inflight is not None:
+                return self._inflight_due(now)
             now = time.monotonic()
             if self.pending:
                 return now
@@ -516,6 +602,8 @@ class Channel:
             unbatched and self.flush_upto > self.enqueued - unbatched
         ):
             return now
+        if self.inflight is not None:  # one whose batch is gone (exit): still cut at its deadline
+            return min(self.next_flush, self._inflight_due(now))
         return self.next_flush
 
     def ready_at(self, now: float) -> float:
@@ -529,6 +617,8 @@ class Channel:
         self.retry_at = 0.0
         self.breaker.probe_now()
         self.sender.pacer.release(self.key)
+        if self.spool is not None:
+            self.spool.rescan_soon()
 
     # -- the spool (sender thread) ------------------------------------------------------
 
@@ -572,19 +662,48 @@ class Channel:
     def _replay_next(self) -> None:
         """Load the oldest spooled segment as the next batch to send."""
         assert self.spool is not None
-        if not self.spool.may_have_segments():
+        has = self.spool.may_have_segments()
+        if self._own and self.spool.scans != self._own_checked:
+            self._own_checked = self.spool.scans
+            self._forget_vanished()
+        if not has:
             self.backlog = False
             return
         segment, corrupt = self.spool.claim()
         self._forget_segments(corrupt, "spool_corrupt")
         if segment is not None:
             self.pending.append(Batch(segment.lines, segment))
+        elif self.spool.stuck:
+            self._strand_own()
+
+    def _strand_own(self) -> None:
+        """The spool cannot be claimed from (read-only): this process's segments stay on disk
+        for a later one.  No longer owed here; ``flush()`` says False for them (not sent)."""
+        stranded = sum(self._own.values())
+        self._own.clear()
+        self.backlog = False
+        with self.lock:
+            self.on_disk -= stranded
+            self.spool_stranded += stranded
+            self.spool_risk += stranded
+
+    def _forget_vanished(self) -> None:
+        """Segments this channel spooled that another process replayed: no longer owed here.
+
+        (Delivered or dropped there, and counted by that process; this one cannot tell which.)
+        """
+        assert self.spool is not None
+        for name in self.spool.vanished(list(self._own)):
+            own = self._own.pop(name)
+            with self.lock:
+                self.on_disk -= own
+                self.spool_elsewhere += own
 
     def _segment_settled(self, batch: Batch, *, delivered: bool, reason: str = "") -> None:
         """A replayed segment is off the disk: delivered, or refused for good."""
         assert self.spool is not None
         assert batch.segment is not None
-        self.spool.done(batch.segment)
+        error = self.spool.done(batch.segment)
         own = self._own.pop(batch.segment.name, None)
         with self.lock:
             if own is not None:
@@ -594,6 +713,18 @@ class Channel:
             else:
                 self.dropped[reason] = self.dropped.get(reason, 0) + batch.count
                 self.lost += batch.count
+            if error is not None:  # still on disk: flush() says False for it
+                self.spool_undeletable += batch.count
+                self.spool_risk += batch.count
+        if error is not None:
+            what = (
+                f"{'delivered' if delivered else 'dropped'} {batch.count} events of the spool "
+                f"segment {batch.segment.path} but could not delete it "
+                f"({type(error).__name__}: {error.strerror or error}); a later process may "
+                "send them again"
+            )
+            _diag.warn_once(f"spool-undeletable:{self.label}", "tblog: %s", what)
+            self._tell("spool_undeletable", what)
 
     def spool_remaining(self) -> None:
         """At exit: what could not be delivered in time goes to the spool (when there is one)."""
@@ -615,6 +746,11 @@ class Channel:
                 return
 
     def _attempt(self, now: float, transport: Transport, closing: bool, deadline: float) -> None:
+        """Send the first pending batch on a request thread of its own (see ``InFlight``).
+
+        The sender thread goes on serving the other channels; ``_collect`` takes the answer,
+        or aborts the request once its total deadline (``timeout``) has passed.
+        """
         opts = self.options
         batch = self.pending[0]
         timeout = opts.timeout
@@ -623,19 +759,98 @@ class Channel:
         body = batch.body(opts.gzip)
         if not batch.first_try:
             batch.first_try = now
-        flushes = self.flushes
         self.breaker.before_request(now)
-        result = transport.post(
-            api_url=self.api_url,
-            token=self._token,
-            datasource=self.datasource,
-            body=body,
-            gzipped=opts.gzip,
-            wait=opts.wait,
-            timeout=timeout,
-            verify=opts.ca_bundle or opts.verify,
+        out = InFlight(batch, body, now, now + timeout, self.flushes)
+        thread = threading.Thread(
+            target=self._post, args=(out, transport, timeout), name="tblog-request", daemon=True
         )
-        after = time.monotonic()
+        self.inflight = out
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutdown: no new thread; send from this one
+            self.inflight = None
+            if _lifecycle._deadline is not None:  # in an exit pass (3.12.0-3.12.2 refuse
+                # threads from threading._shutdown on): nothing aborts this request, so it
+                # gets what is left of the exit budget, not the whole timeout
+                timeout = max(0.05, min(timeout, _lifecycle.budget()))
+            self._post(out, transport, timeout, watched=False)
+            assert out.result is not None
+            self._finish(batch, body, out.result, now, out.finished, out.flushes)
+            return
+        out.ident = thread.ident or 0
+
+    def _post(
+        self, out: InFlight, transport: Transport, timeout: float, watched: bool = True
+    ) -> None:
+        """The request (on its own thread): its answer goes into ``out``; wakes the sender."""
+        ident = threading.get_ident()
+        if watched:
+            busy_threads[ident] = True  # its HTTP stack's log records are never shipped
+            _transport.watch()
+        result: Result | None = None
+        try:
+            opts = self.options
+            result = transport.post(
+                api_url=self.api_url,
+                token=self._token,
+                datasource=self.datasource,
+                body=out.body,
+                gzipped=opts.gzip,
+                wait=opts.wait,
+                timeout=timeout,
+                verify=opts.ca_bundle or opts.verify,
+            )
+        except BaseException as exc:  # noqa: BLE001 - post never raises; this is a last resort
+            result = Result(RETRY, reason="network", error=f"{type(exc).__name__}")
+        finally:
+            if watched:
+                _transport.unwatch()
+                busy_threads.pop(ident, None)
+            out.finished = time.monotonic()
+            out.result = result  # last: the sender reads it first
+            if watched:
+                self.sender.wake.set()
+
+    def _collect(self) -> bool:
+        """The request in flight: True once its answer is handled; aborts it past its deadline."""
+        out = self.inflight
+        if out is None:
+            return True
+        if out.result is None:
+            if time.monotonic() >= out.deadline:
+                _transport.abort(out.ident)  # its thread answers "timed out" at once
+            return False
+        self.inflight = None
+        if self.pending and self.pending[0] is out.batch:  # (else settled meanwhile: exit)
+            self._finish(out.batch, out.body, out.result, out.sent, out.finished, out.flushes)
+        return True
+
+    def _inflight_due(self, now: float) -> float:
+        """When to look at the request in flight again (its thread wakes the sender sooner)."""
+        out = self.inflight
+        if out is None:
+            return now
+        if now >= out.deadline:
+            return now + 0.02  # aborted: its answer is a moment away
+        if threading.get_ident() != self.sender.thread_ident:  # the exit drain: it polls
+            return min(out.deadline, now + 0.02)
+        return min(out.deadline, now + _IDLE_WAKE)
+
+    def abandon_request(self, wait: float) -> None:
+        """At exit: abort the request in flight and give its thread ``wait`` seconds to end."""
+        out = self.inflight
+        if out is None or out.result is not None:
+            return
+        _transport.abort(out.ident)
+        for thread in threading.enumerate():
+            if thread.ident == out.ident:
+                thread.join(wait)
+
+    def _finish(  # noqa: PLR0917 - the request's parts, kept apart (no InFlight on the inline path)
+        self, batch: Batch, body: bytes, result: Result, now: float, after: float, flushes: int
+    ) -> None:
+        """What the answer to ``batch`` (sent at ``now``, answered at ``after``) means."""
+        opts = self.options
         if self.sender.pacer.observe(self.key, after, result.rate_remaining, result.rate_reset):
             self.paced += 1
         self._adapt_interval(result)
@@ -689,6 +904,7 @@ class Channel:
                 else:
                     self._settle(1, lost=True, reason="too_large")
                 self._warn(result, "a single event is too large for Tinybird; dropped")
+                self._tell("too_large", f"{result.error}; a single event is too large; dropped")
                 return
             first, second = batch.halves()
             self.pending.appendleft(second)
@@ -716,6 +932,7 @@ class Channel:
             "tblog: HTTP %d again from %s; dropped %d more events", result.status,
             self.datasource, batch.count,
         )  # fmt: skip
+        self._tell(result.reason, f"{result.error}; dropped {batch.count} events (not retried)")
 
     def _adapt_interval(self, result: Result) -> None:
         """Fewer, larger requests while the destination is rate limited; back to normal after.
@@ -760,11 +977,12 @@ class Channel:
         if in_memory and (batch.attempts > opts.max_retries or elapsed >= opts.max_retry_time):
             self.pending.popleft()
             self._settle(batch.count, lost=True, reason=result.reason or "retries_exhausted")
-            self._warn(
-                result,
+            gave_up = (
                 f"gave up after {batch.attempts} failed attempts in {elapsed:.0f}s; dropped "
-                f"{batch.count} events",
+                f"{batch.count} events"
             )
+            self._warn(result, gave_up)
+            self._tell(result.reason or "retries_exhausted", f"{result.error}; {gave_up}")
             return
         with self.lock:
             self.retries += 1
@@ -773,7 +991,11 @@ class Channel:
             base=opts.retry_base_delay, cap=opts.retry_max_delay, spread=HINT_SPREAD,
         )  # fmt: skip
         self.retry_at = after + min(delay, max(0.0, opts.max_retry_time - elapsed))
-        self._warn(result, "will retry", level=logging.INFO)
+        if result.reason == "bad_response":  # not Tinybird answering: say so at once
+            self._warn(result, "will retry")
+            self._tell(result.reason, f"{result.error}; will retry")
+        else:
+            self._warn(result, "will retry", level=logging.INFO)
 
     def _warn_quarantine(self, rows: int) -> None:
         _diag.warn_once(
@@ -785,6 +1007,38 @@ class Channel:
 
     def _warn(self, result: Result, what: str, level: int = logging.WARNING) -> None:
         _diag.diag(level, f"send:{self.label}:{result.reason}", "tblog: %s; %s", result.error, what)
+
+    def _tell(self, cause: str, what: str) -> None:
+        """Events were lost (or will be): one line on stderr per process, destination, cause.
+
+        Besides the ``tblog`` logger, which shows nothing unless logging is configured; see
+        ``_diag.tell``.  ``what`` is token-free (errors are built without it).
+        """
+        if self.options.warn_stderr:
+            _diag.tell(
+                f"{self.api_url}|{self.datasource}|{cause}",
+                f"tblog: {what} [once per process; TBLOG_QUIET=1 or warn_stderr=False silences]",
+            )
+
+    def tell_lost_at_exit(self, lost: int) -> None:
+        """Exit could not deliver ``lost`` events: say so on stderr (once, see ``_tell``)."""
+        why = f" (last error: {self.last_error})" if self.last_error else ""
+        self._tell(
+            "exit",
+            f"exit: {lost} events for datasource {self.datasource!r} at {self.api_url} not "
+            f"delivered within shutdown_timeout ({self.options.shutdown_timeout:g}s){why}",
+        )
+
+    def report_unsettled_at_exit(self) -> None:
+        """Shutdown could not wait for the sender thread's pass: report, change nothing."""
+        with self.lock:
+            left = self.enqueued - self.settled
+        if left > 0:
+            _diag.diag(
+                logging.WARNING, f"shutdown-busy:{self.label}",
+                "tblog: exit: %d events for %s were still being handled by the sender thread; "
+                "their delivery is not confirmed", left, self.datasource,
+            )  # fmt: skip
 
     def drop_remaining(self, reason: str) -> int:
         """Count everything still buffered or pending as dropped (at the end of shutdown)."""
@@ -828,6 +1082,9 @@ class Channel:
                 "unconfirmed": self.unconfirmed,
                 "spooled": self.spooled,
                 "spool_replayed": self.spool_replayed,
+                "spool_replayed_elsewhere": self.spool_elsewhere,
+                "spool_undeletable": self.spool_undeletable,
+                "spool_stranded": self.spool_stranded,
                 "spool_bytes": self.spool.bytes if self.spool is not None else 0,
                 "spool_segments": self.spool.segments if self.spool is not None else 0,
                 "circuit_state": self.breaker.state,
@@ -847,16 +1104,18 @@ class Sender:
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        self.pid = os.getpid()
+        parent_thread: int | None = getattr(self, "thread_ident", None)
+        if parent_thread is not None:
+            # A fork: the parent's sender thread is no thread here, and a thread of this
+            # process may get its ident (a fork that skipped the at-fork hooks, e.g. uWSGI's).
+            busy_threads.pop(parent_thread, None)
         self.thread: threading.Thread | None = None
         self.thread_ident: int | None = None
-        self.lock = threading.RLock()
-        self.wake = threading.Event()
-        self.progress = threading.Condition(threading.Lock())
-        self.service_lock = threading.Lock()
+        self._make_primitives()
         self.closing = False
         self.stopping = False
         self.deadline = float("inf")
+        self.pid = os.getpid()  # last: a thread that sees it finds the rest ready
 
     # -- registration ------------------------------------------------------------------
 
@@ -871,17 +1130,44 @@ class Sender:
 
     # -- thread ------------------------------------------------------------------------
 
+    def _make_primitives(self) -> None:
+        """The thread's locks, events and conditions, made with today's ``threading``.
+
+        Made again when ``threading`` was monkey-patched since (gevent's ``patch_all`` or
+        eventlet's ``monkey_patch`` after ``import tblog``, as ``gunicorn --preload -k
+        gevent`` does): an OS lock taken by one greenlet and waited for by another freezes
+        every greenlet of the thread, and an OS ``RLock`` lets all of them in at once.
+        """
+        self.made_with: object = threading.Lock
+        self.lock = threading.RLock()
+        self.wake = threading.Event()
+        self.progress = threading.Condition(threading.Lock())
+        self.service_lock = threading.Lock()
+
+    def _remake_if_patched(self) -> None:
+        """``threading`` changed since the primitives were made (no thread yet): remake them."""
+        if threading.Lock is self.made_with or self.thread is not None:
+            return
+        self._make_primitives()
+        for ch in list(self.channels):
+            ch.lock = threading.RLock()  # reentrant: see Channel._init_state
+
     def start(self) -> None:
+        if not _runtime.thread_allowed():  # a uWSGI master that forks without at-fork hooks
+            return
+        self._remake_if_patched()
         with self.lock:
             if self.thread is not None or self.stopping:
                 return
             thread = threading.Thread(target=self._run, name="tblog-sender", daemon=True)
             try:
-                thread.start()
+                with _lifecycle.sigterm_blocked():  # the thread is born with it blocked
+                    thread.start()
             except RuntimeError:  # interpreter shutdown: the atexit drain delivers instead
                 return
             self.thread = thread
             self.thread_ident = thread.ident
+        _lifecycle.on_sender_start()  # SIGTERM in a multiprocessing child, Celery
 
     def _alive(self) -> bool:
         thread = self.thread
@@ -930,9 +1216,14 @@ class Sender:
     # -- flush, shutdown ---------------------------------------------------------------
 
     def flush(
-        self, timeout: float | None = None, channels: Iterable[Channel] | None = None
+        self, timeout: float | _Default | None = None, channels: Iterable[Channel] | None = None
     ) -> bool:
-        """Deliver everything put before this call; True when all of it was delivered."""
+        """Deliver everything put before this call; True when all of it was delivered.
+
+        ``timeout``: seconds, None (no limit) or ``SHUTDOWN_TIMEOUT`` (the largest
+        ``shutdown_timeout`` of the channels).  Waiting sleeps (no CPU while the endpoint is
+        down); with logging's module lock held it lasts at most ``LOCKED_WAIT``.
+        """
         if self.pid != os.getpid():
             self.after_fork_in_child()
         with self.lock:
@@ -940,7 +1231,7 @@ class Sender:
         marks = []
         for ch in targets:
             with ch.lock:
-                marks.append((ch, ch.enqueued, ch.lost))
+                marks.append((ch, ch.enqueued, ch.lost + ch.spool_risk))
                 ch.flush_upto = max(ch.flush_upto, ch.enqueued)
                 ch.flush_waiters += 1
                 ch.flushes += 1
@@ -953,11 +1244,17 @@ class Sender:
                     ch.flush_waiters -= 1
 
     def _wait_flushed(
-        self, timeout: float | None, targets: list[Channel], marks: list[tuple[Channel, int, int]]
+        self,
+        timeout: float | _Default | None,
+        targets: list[Channel],
+        marks: list[tuple[Channel, int, int]],
     ) -> bool:
-        if timeout is None and (self.stopping or holds_logging_lock()):
-            # logging.shutdown after our exit hook, or dictConfig: never wait unboundedly
+        if timeout is SHUTDOWN_TIMEOUT or (timeout is None and self.stopping):
+            # flush() without an argument, or logging.shutdown after our exit hook
             timeout = max((ch.options.shutdown_timeout for ch in targets), default=0.0)
+        if holds_logging_lock():  # dictConfig: never hold logging's lock for long
+            timeout = LOCKED_WAIT if timeout is None else min(timeout, LOCKED_WAIT)
+        assert not isinstance(timeout, _Default)
         deadline = float("inf") if timeout is None else time.monotonic() + max(0.0, timeout)
 
         def done() -> bool:
@@ -976,11 +1273,29 @@ class Sender:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0 or not self._alive():
                             break
-                        self.progress.wait(min(remaining, _IDLE_WAKE))
-                        self.wake.set()
+                        # Sleep until the thread made a pass.  Waking it after each of its
+                        # passes would spin both threads while the endpoint is down: it
+                        # wakes itself when a wait ends (or in _IDLE_WAKE), poke it only
+                        # when no pass came for that long.
+                        if not self.progress.wait(min(remaining, _IDLE_WAKE)):
+                            self.wake.set()
             if not done() and not self._alive():
                 self._drain(deadline, done)
-        return done() and all(ch.lost == lost for ch, _, lost in marks)
+        if not done():
+            now = time.monotonic()
+            for ch, target, _ in marks:
+                if ch.settled < target or ch.on_disk > 0 or ch.backlog:
+                    ch.timed_out_at = now
+            return False
+        return all(ch.lost + ch.spool_risk == lost for ch, _, lost in marks)
+
+    def close_timeout(self, channel: Channel) -> float:
+        """How long ``close()`` waits for ``channel``: its ``shutdown_timeout``, or nothing
+        right after a flush of it ran out of time (``logging.shutdown`` calls ``flush()``,
+        then ``close()``: one ``shutdown_timeout`` in all, not two)."""
+        if time.monotonic() - channel.timed_out_at < RECENT_TIMEOUT:
+            return 0.0
+        return channel.options.shutdown_timeout
 
     def _drain(self, deadline: float, done: Callable[[], bool]) -> None:
         """Serve channels on the calling thread (no sender thread: exit, or a dead thread)."""
@@ -1016,27 +1331,54 @@ class Sender:
             thread = self.thread
             if thread is not None and thread is not threading.current_thread():
                 thread.join(0.5)
-            for ch in channels:
-                with contextlib.suppress(Exception):
-                    ch.spool_remaining()
-                lost = ch.drop_remaining("shutdown")
-                if lost:
-                    _diag.diag(
-                        logging.WARNING, f"shutdown:{ch.label}",
-                        "tblog: exit: %d events for %s not delivered within %.1fs",
-                        lost, ch.datasource, timeout,
-                    )  # fmt: skip
+            # The thread may still be in a pass (a slow encode, a spool write): what is left
+            # is counted once that pass is over, never while it moves batches around.
+            served = self.service_lock.acquire(timeout=SHUTDOWN_LOCK_WAIT)
+            try:
+                for ch in channels:
+                    if served:
+                        self._settle_at_exit(ch, timeout)
+                    else:
+                        ch.report_unsettled_at_exit()
+            finally:
+                if served:
+                    self.service_lock.release()
             self.transport.close()
 
+    def _settle_at_exit(self, ch: Channel, timeout: float) -> None:
+        """The end of shutdown (service lock held): spool or count what is left of ``ch``."""
+        with contextlib.suppress(Exception):  # a request still out ends now (bounded)
+            ch.abandon_request(0.2)
+            ch._collect()
+        with contextlib.suppress(Exception):
+            ch.spool_remaining()
+        lost = ch.drop_remaining("shutdown")
+        if lost:
+            _diag.diag(
+                logging.WARNING, f"shutdown:{ch.label}",
+                "tblog: exit: %d events for %s not delivered within %.1fs",
+                lost, ch.datasource, timeout,
+            )  # fmt: skip
+            ch.tell_lost_at_exit(lost)
+
     def after_fork_in_child(self) -> None:
-        """Fresh locks, no thread, empty buffers and a new pool; the parent sends its own."""
-        self._init_runtime()
-        self.transport.reset()
-        self.pacer.reset()
-        _diag.reset_after_fork()
-        self.channels = [ch for ch in self.channels if not ch.closed]
-        for ch in self.channels:
-            ch.reset_after_fork()
+        """Fresh locks, no thread, empty buffers and a new pool; the parent sends its own.
+
+        Once per process, also when several threads of a child that ran no at-fork hook
+        (uWSGI's ``--threads``) find the pid changed at once: the others wait for it, and
+        ``pid`` is stamped last, so no thread buffers a record that a reset then forgets.
+        """
+        pid = os.getpid()
+        with _fork_locks.setdefault(pid, threading.Lock()):  # made here: never held at fork
+            if self.pid == pid:
+                return
+            self.transport.reset()
+            self.pacer.reset()
+            _diag.reset_after_fork()
+            self.channels = [ch for ch in self.channels if not ch.closed]
+            for ch in self.channels:
+                ch.reset_after_fork()
+            self._init_runtime()  # stamps ``pid``: last
 
 
 _sender = Sender()
@@ -1046,20 +1388,22 @@ def get_sender() -> Sender:
     return _sender
 
 
-def flush(timeout: float | None = None) -> bool:
+def flush(timeout: float | _Default | None = SHUTDOWN_TIMEOUT) -> bool:
     """Deliver everything buffered by every tblog producer in this process.
 
-    Returns True when all of it was delivered within ``timeout`` seconds (None: no limit).
+    Returns True when all of it was delivered within ``timeout`` seconds.  Without an
+    argument it waits at most the largest ``shutdown_timeout`` (like ``handler.flush()``);
+    ``flush(None)`` waits without a limit.
     """
     return _sender.flush(timeout)
 
 
 def _at_exit() -> None:
-    with contextlib.suppress(Exception):  # never make exit fail
-        _sender.shutdown()
+    """The last pass at exit (see ``tblog._lifecycle``, which registers it and the others)."""
+    _lifecycle.last_pass()
 
 
-atexit.register(_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=busy_threads.clear)
     os.register_at_fork(after_in_child=_sender.after_fork_in_child)
+_lifecycle.install(_sender)

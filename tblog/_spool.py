@@ -7,13 +7,20 @@ written to a temporary name, fsynced and renamed into place, so a segment is eit
 or absent.  Lexical order is write order, and segments are replayed oldest first.
 
 Several processes may share a ``spool_dir``: a segment is claimed by renaming it to
-``<name>.claimed-<pid>`` (an atomic rename succeeds for exactly one process) and deleted
+``<name>.claimed-<pid>-<start time>`` (an atomic rename succeeds for exactly one process;
+the start time tells a live claimer from a dead one whose pid was reused) and deleted
 once Tinybird accepted it; a failed replay renames it back.  Claims left by a process that
-died (``kill -9``) are released by the next process that looks.  A segment that does not
+died (``kill -9``) are released by the next process that looks (also the older
+``.claimed-<pid>`` names).  A process notices when another one replayed the segments it
+spooled (``Spool.vanished``), so its ``flush()`` does not wait for them.  A segment that does not
 parse (a torn write, a bad disk) is moved to ``corrupt/`` and its lines are counted as
 ``spool_corrupt`` drops.  The folder is bounded by ``max_spool_bytes``: past it, the oldest
 segments are deleted and counted as ``spool_full`` drops.  A disk that refuses to write
-turns the spool off for the rest of the process (memory-only delivery) with one diagnostic.
+turns the spool's writes off for the rest of the process (new batches wait in memory) with
+one diagnostic; the segments already on disk are still replayed.  A segment that cannot be
+claimed (a read-only disk) stops the replay: it stays for a later process.  A delivered
+segment that cannot be deleted is emptied instead (a tombstone); when even that fails, the
+caller reports the risk that a later process sends it again.
 
 Everything here runs on the sender thread (or the exit drain); never on a caller's thread.
 """
@@ -37,8 +44,23 @@ except ImportError:  # pragma: no cover - orjson is a dependency on CPython
     from json import loads as _loads  # type: ignore[assignment]
 
 _SEGMENT = re.compile(r"^\d{20}-\d+-\d+(?:-[ab])*\.ndjson$")
-_CLAIMED = re.compile(r"^(?P<name>\d{20}-\d+-\d+(?:-[ab])*\.ndjson)\.claimed-(?P<pid>\d+)$")
+_CLAIMED = re.compile(
+    r"^(?P<name>\d{20}-\d+-\d+(?:-[ab])*\.ndjson)\.claimed-(?P<pid>\d+)(?:-(?P<ident>[0-9a-z]+))?$"
+)
 _RESCAN = 5.0  # seconds between looks for segments other processes wrote
+
+
+def _segment_names(listing: list[str]) -> set[str]:
+    """The segments of a folder listing, by their unclaimed name (claimed ones too)."""
+    names = set()
+    for n in listing:
+        if _SEGMENT.match(n):
+            names.add(n)
+        else:
+            m = _CLAIMED.match(n)
+            if m:
+                names.add(m["name"])
+    return names
 
 
 def _parses(line: bytes) -> bool:
@@ -47,6 +69,45 @@ def _parses(line: bytes) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _start_time(pid: int) -> str | None:
+    """When ``pid`` started, in clock ticks since boot (Linux ``/proc``), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()  # after the command name: state is field 3
+    return fields[19].decode() if len(fields) > 19 and fields[19].isdigit() else None
+
+
+_me = (0, "")  # (pid, identity) of this process, for claim names (made again after a fork)
+
+
+def _claimer() -> str:
+    """This process in a claim name: ``<pid>-<start time>``, or a random id without ``/proc``.
+
+    The pid alone cannot tell a live claimer from a dead one whose pid was reused (PID 1 of
+    a restarted container, a pid that wrapped around).
+    """
+    global _me
+    pid = os.getpid()
+    if _me[0] != pid:
+        _me = (pid, _start_time(pid) or "r" + os.urandom(6).hex())
+    return f"{pid}-{_me[1]}"
+
+
+def _claim_alive(pid: int, ident: str | None) -> bool:
+    """Whether the process that made a claim still runs."""
+    if pid == os.getpid():  # this pid: ours only when it is our identity (never an old name)
+        return ident is not None and f"{pid}-{ident}" == _claimer()
+    if not _pid_alive(pid):
+        return False
+    if ident is None or ident.startswith("r"):  # an old claim name, or a random id: the pid
+        return True
+    started = _start_time(pid)
+    return started is None or started == ident
 
 
 def _pid_alive(pid: int) -> bool:
@@ -78,13 +139,16 @@ class Spool:
         self.dir = os.path.join(root, f"{datasource}-{digest}")
         self.datasource = datasource
         self.max_bytes = max_bytes
-        self.enabled = True
+        self.enabled = True  # writes; replay goes on after a write failed (a full disk)
+        self.stuck = False  # a segment could not be claimed (a read-only disk): no replay
         self._ready = False
         self._seq = itertools.count()
         self.bytes = 0
         self.segments = 0
         self._next_scan = 0.0
         self._known: list[str] = []  # unclaimed segment names, oldest first (a cache)
+        self._present: set[str] = set()  # segment names at the last scan, claimed or not
+        self.scans = 0  # folder scans so far (the channel then looks for its own segments)
 
     # -- set-up and failure --------------------------------------------------------------
 
@@ -107,26 +171,46 @@ class Spool:
         self.enabled = False
         _diag.warn_once(
             f"spool-off:{self.dir}",
-            "tblog: the spool at %s cannot be used (%s: %s); delivery for %r continues "
-            "from memory only",
+            "tblog: the spool at %s cannot be written (%s: %s); delivery for %r continues "
+            "from memory (segments already on disk are still replayed)",
             self.dir, type(exc).__name__, exc.strerror or exc, self.datasource,
         )  # fmt: skip
 
     def _scan(self) -> None:
-        names = sorted(n for n in os.listdir(self.dir) if _SEGMENT.match(n))
+        listing = os.listdir(self.dir)
+        names = sorted(n for n in listing if _SEGMENT.match(n))
         total = 0
         for name in names:
             with contextlib.suppress(OSError):
                 total += os.path.getsize(os.path.join(self.dir, name))
         self._known = names
+        self._present = _segment_names(listing)
+        self.scans += 1
         self.bytes = total
         self.segments = len(names)
         self._next_scan = time.monotonic() + _RESCAN
 
+    def rescan_soon(self) -> None:
+        """``flush()``: look for segments other processes wrote or replayed at the next chance."""
+        self._next_scan = 0.0
+
+    def vanished(self, names: list[str]) -> list[str]:
+        """Those of ``names`` that are gone from the folder, claimed or not: another process
+        replayed them (or dropped them, and counted that).  Confirmed by a second listing:
+        a rename under way while the folder is listed may show up in neither name."""
+        gone = [n for n in names if n not in self._present]
+        if not gone:
+            return []
+        try:
+            present = _segment_names(os.listdir(self.dir))
+        except OSError:
+            return []
+        return [n for n in gone if n not in present]
+
     def _release_dead_claims(self) -> None:
         for name in os.listdir(self.dir):
             m = _CLAIMED.match(name)
-            if m and not _pid_alive(int(m["pid"])):
+            if m and not _claim_alive(int(m["pid"]), m["ident"]):
                 with contextlib.suppress(OSError):
                     os.rename(os.path.join(self.dir, name), os.path.join(self.dir, m["name"]))
 
@@ -195,10 +279,10 @@ class Spool:
     # -- replay --------------------------------------------------------------------------
 
     def may_have_segments(self) -> bool:
-        if not self.enabled:
+        if self.stuck:
             return False
         if not self._ready:
-            return self._prepare() and bool(self._known)
+            return self.enabled and self._prepare() and bool(self._known)
         if self._known:
             return True
         if time.monotonic() >= self._next_scan:
@@ -216,15 +300,28 @@ class Spool:
         while self._known:
             name = self._known.pop(0)
             path = os.path.join(self.dir, name)
-            claimed = f"{path}.claimed-{os.getpid()}"
+            claimed = f"{path}.claimed-{_claimer()}"
             try:
                 os.rename(path, claimed)
-            except OSError:
+            except FileNotFoundError:
                 continue  # another process claimed it (or replayed it) first
+            except OSError as exc:  # read-only, no permission: segments stay for later
+                self.stuck = True
+                _diag.warn_once(
+                    f"spool-stuck:{self.dir}",
+                    "tblog: cannot claim spool segments in %s (%s: %s); they stay on disk "
+                    "for a later process",
+                    self.dir, type(exc).__name__, exc.strerror or exc,
+                )  # fmt: skip
+                return None, corrupt
             try:
                 with open(claimed, "rb") as f:
                     data = f.read()
             except OSError:
+                continue
+            if not data:  # a tombstone: delivered, but it could not be deleted then
+                with contextlib.suppress(OSError):
+                    os.unlink(claimed)
                 continue
             self.bytes -= len(data)
             self.segments -= 1
@@ -249,10 +346,23 @@ class Spool:
             "tblog: skipped a torn or corrupt spool segment %s (moved to %s)", name, target,
         )  # fmt: skip
 
-    def done(self, segment: Segment) -> None:
-        """Tinybird has the segment's events (or refused them for good): delete it."""
-        with contextlib.suppress(OSError):
+    def done(self, segment: Segment) -> OSError | None:
+        """Tinybird has the segment's events (or refused them for good): delete it.
+
+        When it cannot be deleted it is emptied instead (a tombstone every process skips);
+        the error when neither worked (a read-only disk): the segment would be sent again
+        by the next process that can claim it.
+        """
+        try:
             os.unlink(segment.path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            try:
+                os.truncate(segment.path, 0)
+            except OSError:
+                return exc
+        return None
 
     def release(self, segment: Segment) -> None:
         """Delivery failed: put the segment back for a later replay (here or elsewhere)."""

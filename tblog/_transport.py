@@ -1,6 +1,10 @@
 """HTTP to Tinybird's Events API, and what each response means for the batch.
 
-One pooled ``requests.Session`` per process (recreated after fork).  ``post``
+One pooled ``requests.Session`` per process (recreated after fork).  Each request has a
+total deadline: requests' timeouts bound each read, so an answer trickled a byte at a time
+would never time out; a thread that calls ``watch()`` before posting has the socket of its
+request recorded, and ``abort(ident)`` (called by the sender when the deadline passes) shuts
+that socket down, which ends the request at once with a timeout.  ``post``
 never raises: every outcome, network errors included, becomes a ``Result`` that
 says whether the batch was delivered, should be retried (and after how long the
 server asked us to wait), split (413) or dropped (and under which reason).
@@ -14,18 +18,20 @@ import contextlib
 import email.utils
 import http.client
 import json
-import os
+import math
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from tblog import _diag
-from tblog._version import __version__
-
-USER_AGENT = f"tblog/{__version__}"
+from tblog._http import environment_settings, new_session
 
 REGION_HOSTS = (
     "https://api.tinybird.co (GCP europe-west3)",
@@ -78,6 +84,29 @@ def _number(value: str | None) -> float | None:
         return None
 
 
+#: An ``X-RateLimit-Reset`` above this is an epoch time (some proxies send one), not seconds.
+EPOCH_SECONDS = 1e9
+EPOCH_MILLISECONDS = 1e12
+#: The longest wait an epoch ``X-RateLimit-Reset`` may ask for.
+MAX_EPOCH_WAIT = 60.0
+
+
+def parse_rate_reset(value: str | None, now: float | None = None) -> float | None:
+    """``X-RateLimit-Reset`` as seconds from now.
+
+    Tinybird sends the seconds left in the window; a value that can only be an epoch time
+    (above 10^9: seconds, above 10^12: milliseconds) becomes the time left until then,
+    at least 0 and at most ``MAX_EPOCH_WAIT``.
+    """
+    number = _number(value)
+    if number is None or math.isnan(number):
+        return None
+    if number > EPOCH_SECONDS:
+        epoch = number / 1000 if number > EPOCH_MILLISECONDS else number
+        number = min(max(0.0, epoch - (time.time() if now is None else now)), MAX_EPOCH_WAIT)
+    return max(0.0, number)
+
+
 def _error_text(response: requests.Response) -> tuple[str, dict[str, Any]]:
     try:
         body = response.json()
@@ -87,6 +116,103 @@ def _error_text(response: requests.Response) -> tuple[str, dict[str, Any]]:
         text = body.get("error") or body.get("message") or json.dumps(body)[:300]
         return str(text), body
     return str(body)[:300], {}
+
+
+# -- the total deadline: sockets of watched threads, shut down on demand --------------------
+
+#: thread ident -> the socket its request uses now (None: not connected yet)
+_watched: dict[int, socket.socket | None] = {}
+#: threads whose request passed its deadline: their sockets are shut down as soon as seen
+_aborted: set[int] = set()
+
+
+def watch() -> None:
+    """The calling thread's next requests can be aborted by ``abort(its ident)``."""
+    _watched[threading.get_ident()] = None
+
+
+def unwatch() -> bool:
+    """Stop watching the calling thread; True when its request was aborted."""
+    ident = threading.get_ident()
+    _watched.pop(ident, None)
+    if ident in _aborted:
+        _aborted.discard(ident)
+        return True
+    return False
+
+
+def abort(ident: int) -> None:
+    """End the request of thread ``ident`` now (past its deadline): shut its socket down.
+
+    A shutdown wakes a ``recv`` blocked in that thread (``close`` alone may not).  When the
+    thread has no socket yet, it gets shut down as soon as the connection is made.
+    """
+    if ident not in _watched:
+        return
+    _aborted.add(ident)
+    _shut(_watched.get(ident))
+
+
+def _shut(sock: socket.socket | None) -> None:
+    if sock is not None:
+        with contextlib.suppress(Exception):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _track(sock: socket.socket | None) -> None:
+    ident = threading.get_ident()
+    if ident in _watched:
+        _watched[ident] = sock
+        if ident in _aborted:
+            _shut(sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """Records its socket for the deadline watchdog: when made, and at each request."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _track(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _track(self.sock)  # a reused keep-alive connection: no _new_conn
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _track(sock)  # the TCP socket under TLS: a hung handshake is interrupted too
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _track(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` whose connections (direct or through a proxy) can be aborted."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
 
 
 class Transport:
@@ -102,42 +228,27 @@ class Transport:
 
     def session(self) -> requests.Session:
         if self._session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=4, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers["User-Agent"] = USER_AGENT
-            # The environment (proxies, CA bundle) is read once per destination by
-            # ``_settings``, not on every request; and no ~/.netrc entry can replace the
-            # Bearer token in the Authorization header.
-            session.trust_env = False
-            self._session = session
+            # Requests to one host run side by side (one per datasource, see _sender.InFlight):
+            # room for as many kept-alive connections, or urllib3 warns and discards them.
+            # The session ignores the environment (no ~/.netrc entry replaces the Bearer
+            # token); proxies and the CA bundle are read once per destination (``_settings``).
+            self._session = new_session(
+                adapter=_WatchedAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+            )
         return self._session
 
     def _settings(self, api_url: str, verify: bool | str) -> tuple[dict[str, str], bool | str]:
-        """Proxies and TLS verification for ``api_url``, from the environment, as requests does.
-
-        ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and ``NO_PROXY`` choose the proxy;
-        with ``verify=True``, ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` name the CA bundle.
-        Read at the first request to a destination (requests would read them on every one).
-        """
+        """Proxies and TLS verification for ``api_url``, read at the first request to it."""
         key = (api_url, verify)
         settings = self._env.get(key)
         if settings is None:
-            try:
-                proxies = requests.utils.get_environ_proxies(api_url)
-            except Exception:  # noqa: BLE001 - a malformed environment means no proxy
-                proxies = {}
-            chosen = verify
-            if verify is True:
-                chosen = (
-                    os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-                )
-            settings = self._env[key] = (dict(proxies), chosen)
+            settings = self._env[key] = environment_settings(api_url, verify)
         return settings
 
     def reset(self) -> None:
         """Forget the pool without closing it (after fork the sockets belong to the parent)."""
+        _watched.clear()
+        _aborted.clear()
         self._session = None
         self._env = {}
         self._kept = set()
@@ -191,18 +302,27 @@ class Transport:
                     verify=verify,
                     proxies=proxies,
                 )
-            except requests.Timeout:
-                return Result(RETRY, reason="timeout", error=f"timed out after {timeout:g}s")
-            except requests.ConnectionError as exc:
+            except Exception as exc:  # noqa: BLE001 - any client failure is retryable
+                text = _network_error(exc) if isinstance(exc, requests.ConnectionError) else ""
+                if isinstance(exc, requests.Timeout) or (
+                    threading.get_ident() in _aborted and not text.endswith(_NO_CONNECTION)
+                ):  # (an abort at the deadline breaks the connection: it reads as a reset)
+                    return Result(RETRY, reason="timeout", error=f"timed out after {timeout:g}s")
+                if not text:
+                    return Result(RETRY, reason="network", error=f"{type(exc).__name__}")
                 if reused and _stale_connection(exc):
                     self.stale_retries += 1
                     continue  # a pooled keep-alive connection the server had closed: once more
-                return Result(RETRY, reason="network", error=_network_error(exc))
-            except Exception as exc:  # noqa: BLE001 - any client failure is a retryable network error
-                return Result(RETRY, reason="network", error=f"{type(exc).__name__}")
+                return Result(RETRY, reason="network", error=text)
             if response.headers.get("Connection", "").lower() != "close":
                 self._kept.add(api_url)
-            return classify(response, datasource, api_url)
+            result = classify(response, datasource, api_url)
+            if result.action != OK and threading.get_ident() in _aborted:
+                # cut at the deadline mid-answer: what was read of it is not an answer
+                return Result(RETRY, reason="timeout", error=f"timed out after {timeout:g}s")
+            if token in result.error:  # a page that echoes the request's headers
+                result.error = result.error.replace(token, "<token>")
+            return result
         return Result(RETRY, reason="network", error="connection error")  # pragma: no cover
 
 
@@ -229,6 +349,13 @@ def _stale_connection(exc: BaseException) -> bool:
 
 
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+#: Errors that happen before a connection exists: an abort did not cause them.
+_NO_CONNECTION = (
+    "Connection refused",
+    "Name or service not known",
+    "Temporary failure in name resolution",
+    "TLS error",
+)
 
 
 def _network_error(exc: Exception) -> str:
@@ -261,6 +388,22 @@ def _row_counts(result: Result) -> None:
     result.quarantined_rows = bad_rows if isinstance(bad_rows, int) else None
 
 
+def _events_answer(response: requests.Response) -> dict[str, Any] | None:
+    """The body of a 200/202 when it is the Events API's JSON object; None when it is not.
+
+    Tinybird answers ``application/json`` with ``successful_rows``/``quarantined_rows``; an
+    HTML page or any other body is some other server answering in its place.
+    """
+    kind = (response.headers.get("Content-Type") or "").lower()
+    if kind and "json" not in kind:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def classify(response: requests.Response, datasource: str, api_url: str) -> Result:
     """What the Events API's answer means for the batch that was sent."""
     status = response.status_code
@@ -270,15 +413,23 @@ def classify(response: requests.Response, datasource: str, api_url: str) -> Resu
         DROP,
         status=status,
         rate_remaining=int(remaining) if remaining is not None else None,
-        rate_reset=_number(headers.get("X-RateLimit-Reset")),
+        rate_reset=parse_rate_reset(headers.get("X-RateLimit-Reset")),
     )
     if status in (200, 202):
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
+        body = _events_answer(response)
+        if body is None:  # a proxy, captive portal or load balancer answered, not Tinybird
+            kind = (headers.get("Content-Type") or "no Content-Type").split(";")[0].strip()
+            text = " ".join(response.text[:120].split())
+            result.action = RETRY
+            result.reason = "bad_response"
+            result.error = (
+                f"HTTP {status} from {api_url} for datasource {datasource!r} is not an Events "
+                f"API answer ({kind}: {text!r}); is a proxy or captive portal answering for "
+                "Tinybird? (check api_url and the proxy settings)"
+            )
+            return result
         result.action = OK
-        result.body = body if isinstance(body, dict) else {}
+        result.body = body
         _row_counts(result)
         return result
     text, result.body = _error_text(response)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import random
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -49,14 +50,31 @@ _ctx: ContextVar[Context] = ContextVar("tblog_context", default=("", "", _EMPTY)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_rng = random.Random()  # seeded from os.urandom
+_rng_pid = os.getpid()
+
+
+def _random_bits(k: int) -> int:
+    """``k`` random bits from this process's own generator.
+
+    A fork copies a generator's state: ``random`` reseeds its own in an at-fork hook, which
+    a fork that runs none (uWSGI's, without ``--py-call-osafterfork``) skips, and every
+    worker would then draw the same trace ids.  The pid check seeds a child's afresh.
+    """
+    global _rng, _rng_pid
+    if os.getpid() != _rng_pid:
+        _rng, _rng_pid = random.Random(), os.getpid()
+    return _rng.getrandbits(k)
+
+
 def new_trace_id() -> str:
     """Return a new random trace id: 32 lowercase hex digits, as in W3C trace context."""
-    return f"{random.getrandbits(128) or 1:032x}"
+    return f"{_random_bits(128) or 1:032x}"
 
 
 def new_span_id() -> str:
     """Return a new random span id: 16 lowercase hex digits, as in W3C trace context."""
-    return f"{random.getrandbits(64) or 1:016x}"
+    return f"{_random_bits(64) or 1:016x}"
 
 
 def get_trace_id() -> str:

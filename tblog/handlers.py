@@ -14,7 +14,6 @@ attached, picklable for a ``multiprocessing.Queue``) on a queue, and its own
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
 import logging
@@ -28,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from tblog import _config, _diag, context
+from tblog import _config, _diag, _lifecycle, context
 from tblog._encode import jsonable
 from tblog._event import (
     BASE_ATTRS,
@@ -40,6 +39,7 @@ from tblog._event import (
     SNAPSHOT_OVERHEAD,
     EventBuilder,
     Snapshot,
+    clone,
     extra_keys,
     formatter_kind,
     get_message,
@@ -49,7 +49,15 @@ from tblog._event import (
 )
 from tblog._queues import fast_put, take_all
 from tblog._redact import build_redactor
-from tblog._sender import Channel, busy_threads, get_sender, holds_logging_lock
+from tblog._sender import (
+    SHUTDOWN_TIMEOUT,
+    Channel,
+    _Default,
+    busy_threads,
+    get_sender,
+    holds_logging_lock,
+    still_busy,
+)
 
 __all__ = ["TinybirdLoggingHandler", "TinybirdLoggingQueueHandler", "TinybirdQueueListener"]
 
@@ -124,8 +132,10 @@ class TinybirdLoggingHandler(logging.Handler):
         ignore_loggers: Iterable[str] | str | None = None,
         max_event_bytes: int = 1024 * 1024,
         schema: str = "tblog",
+        warn_stderr: bool = True,
     ) -> None:
-        super().__init__(level)
+        # Every option is checked before logging.Handler.__init__ registers the handler: one
+        # that refuses its options leaves no half-built handler for logging.shutdown().
         target = _config.resolve_target(api_url, token, app_name, ds_name, environment)
         self.app_name, self.ds_name = target.app_name, target.ds_name
         self.environment = target.environment
@@ -156,6 +166,7 @@ class TinybirdLoggingHandler(logging.Handler):
             redact_keys=_config.str_tuple("redact_keys", redact_keys),
             redact_patterns=_config.str_tuple("redact_patterns", redact_patterns),
             static_fields=static_fields if static_fields is not None else {},
+            warn_stderr=warn_stderr,
         )
         # which records it refuses: tblog's, its HTTP stack's, the user's (cached per name)
         self._ignore = _config.ignored_prefixes(ignore_loggers)
@@ -171,6 +182,7 @@ class TinybirdLoggingHandler(logging.Handler):
                 self.options.redact, self.options.redact_keys, self.options.redact_patterns
             ),
         )
+        super().__init__(level)
         self._sender = get_sender()
         self._channel = Channel(
             self._sender,
@@ -207,7 +219,8 @@ class TinybirdLoggingHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             ident = _get_ident()
-            if ident in busy_threads:  # the sender thread, or a record logged by a snapshot
+            if ident in busy_threads and still_busy(ident):  # the sender thread, or a record
+                # logged by a snapshot
                 self.ignored += 1
                 return
             refused = self._ignore_cache.get(record.name)
@@ -282,8 +295,14 @@ class TinybirdLoggingHandler(logging.Handler):
 
     # -- control -----------------------------------------------------------------------
 
-    def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
-        """Deliver what this handler buffered before the call; True when all of it arrived."""
+    def flush(  # type: ignore[override]
+        self, timeout: float | _Default | None = SHUTDOWN_TIMEOUT
+    ) -> bool:
+        """Deliver what this handler buffered before the call; True when all of it arrived.
+
+        Without an argument (``logging.shutdown``, the ``logging.Handler`` contract) it waits
+        at most ``shutdown_timeout`` seconds; ``flush(None)`` waits without a limit.
+        """
         return self._sender.flush(timeout, [self._channel])
 
     def close(self) -> None:
@@ -293,7 +312,7 @@ class TinybirdLoggingHandler(logging.Handler):
         self._closed = True
         try:
             if not holds_logging_lock():
-                self._sender.flush(self.options.shutdown_timeout, [self._channel])
+                self._sender.flush(self._sender.close_timeout(self._channel), [self._channel])
             # Inside dictConfig/logging.shutdown we do not wait: the shared sender keeps
             # delivering this channel's records in the background, and at exit.
             self._channel.closed = True
@@ -306,6 +325,35 @@ class TinybirdLoggingHandler(logging.Handler):
         stats["ignored"] = self.ignored
         stats["app_name"] = self.app_name
         return stats
+
+
+_TRACEBACK = "\nTraceback (most recent call last):\n"
+_STACK = "\nStack (most recent call last):\n"
+
+
+def unfold_exception(record: logging.LogRecord) -> logging.LogRecord:
+    """``record``, or a copy whose folded-in traceback and stack are fields again.
+
+    A record that ``QueueHandler.prepare`` made has its message, a newline and the
+    formatter's exception text (``Traceback (most recent call last):`` ...) in ``msg``,
+    then the stack, and no ``exc_info``.  Never mutates ``record``.
+    """
+    msg = record.msg
+    if record.exc_info or record.exc_text or record.args or type(msg) is not str:
+        return record
+    cut = msg.find(_TRACEBACK)
+    stack_at = msg.find(_STACK)
+    if cut < 0 and (stack_at < 0 or record.stack_info):
+        return record
+    attrs = record.__dict__.copy()
+    if stack_at >= 0 and not record.stack_info:
+        attrs["stack_info"] = msg[stack_at + 1 :]
+        msg = msg[:stack_at]
+    if cut >= 0:
+        attrs["exc_text"] = msg[cut + 1 :]
+        msg = msg[:cut]
+    attrs["msg"] = attrs["message"] = msg
+    return clone(record, attrs)
 
 
 def _crosses_processes(q: Any) -> bool:
@@ -393,6 +441,9 @@ class TinybirdQueueListener(logging.handlers.QueueListener):
 
     def stop(self) -> None:
         """Handle every record already queued, then stop the thread (bounded by stop_timeout)."""
+        self._stop(self.stop_timeout)
+
+    def _stop(self, timeout: float) -> None:
         with self._state_lock:
             thread, self._thread = self._thread, None
             if thread is None or os.getpid() != self._owner_pid:
@@ -400,7 +451,7 @@ class TinybirdQueueListener(logging.handlers.QueueListener):
         with contextlib.suppress(Exception):  # a closed queue: the thread ends on its own
             self.enqueue_sentinel()
         if thread is not threading.current_thread():
-            thread.join(self.stop_timeout)
+            thread.join(timeout)
 
     def _monitor(self) -> None:
         """Handle what arrives until the sentinel; on a plain ``queue.Queue``, all that is
@@ -431,6 +482,18 @@ class TinybirdQueueListener(logging.handlers.QueueListener):
                 done(len(items))
             if stop:
                 return
+
+    def prepare(self, record: Any) -> Any:
+        """A standard ``QueueHandler``'s record with its exception taken out of the message.
+
+        ``QueueHandler.prepare`` folds the traceback (and a stack) into ``msg`` and drops
+        ``exc_info``; here, on the listener's thread, the text after the message becomes
+        ``exc_text`` (and ``stack_info``) again on a copy, so the event ships the message
+        and a structured ``exception``.
+        """
+        if isinstance(record, logging.LogRecord):
+            return unfold_exception(record)
+        return record
 
     def handle(self, record: Any) -> None:
         if type(record) is dict:  # from a TinybirdLoggingQueueHandler: a snapshot or a marker
@@ -478,13 +541,39 @@ _flush_marks: dict[int, threading.Event] = {}
 _flush_tokens = itertools.count(1)
 
 
-@atexit.register
-def _stop_listeners() -> None:
-    # Registered after the sender's exit hook, so it runs first: queued records reach
-    # the sender's buffers before the sender's final delivery.
+_queue_handlers: weakref.WeakSet[TinybirdLoggingQueueHandler] = weakref.WeakSet()
+
+
+def _stop_listeners(seconds: float) -> None:
+    """The last exit pass (``tblog._lifecycle``): queued records reach the sender's buffers
+    before its final delivery, within the exit budget."""
+    deadline = time.monotonic() + seconds
     for listener in list(_listeners):
+        timeout = listener.stop_timeout
+        if any(isinstance(h, TinybirdLoggingHandler) for h in listener.handlers):
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(Exception):
-            listener.stop()
+            listener._stop(timeout)
+
+
+def _drain_process_queues(seconds: float) -> None:
+    """The first exit pass (``tblog._lifecycle``): listeners on ``multiprocessing`` queues
+    handle what is queued now, before ``multiprocessing``'s exit function closes the queues
+    under them.  A queue handler of this process then buffers its records directly, so what
+    is logged later (by non-daemon threads, by atexit hooks) is not left on a queue that
+    nobody reads any more."""
+    deadline = time.monotonic() + seconds
+    for handler in list(_queue_handlers):
+        if handler._cross_process and os.getpid() == handler._owner_pid and not handler._closed:
+            handler.handler._put = handler.handler._channel.put  # before the sentinel goes
+    for listener in list(_listeners):
+        if _crosses_processes(listener.queue):
+            with contextlib.suppress(Exception):
+                listener._stop(min(listener.stop_timeout, max(0.0, deadline - time.monotonic())))
+
+
+_lifecycle.on_first_pass(_drain_process_queues)
+_lifecycle.on_last_pass(_stop_listeners)
 
 
 def _portable(snap: Snapshot) -> Snapshot:
@@ -524,16 +613,18 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
         ds_name: str = "tb_logs",
         **options: Any,
     ) -> None:
-        logging.handlers.QueueHandler.__init__(self, queue)
         level = options.pop("level", logging.NOTSET)
-        self.setLevel(level)
+        # the inner handler checks the options first: a refusal registers neither handler
         self.handler = TinybirdLoggingHandler(api_url, token, app_name, ds_name, **options)
+        logging.handlers.QueueHandler.__init__(self, queue)
+        self.setLevel(level)
         self.handler._put = self._enqueue_snapshot  # its snapshots go on the queue
         self._cross_process = _crosses_processes(queue)
         self._put_nowait = fast_put(queue)
         self._owner_pid = os.getpid()
         self._closed = False
         self.listener: TinybirdQueueListener = _SnapshotListener(queue, self.handler)
+        _queue_handlers.add(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} wrapping {self.handler!r}>"
@@ -566,12 +657,17 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
             return False
         return True
 
-    def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
+    def flush(  # type: ignore[override]
+        self, timeout: float | _Default | None = SHUTDOWN_TIMEOUT
+    ) -> bool:
         """Deliver what was logged through this handler before the call, queue included.
 
         A mark goes on the queue after this process's records; once the listener reaches
-        it, the internal handler delivers.  True when all of it arrived within ``timeout``.
+        it, the internal handler delivers.  True when all of it arrived within ``timeout``
+        (no argument: ``shutdown_timeout``; None: no limit).
         """
+        if timeout is SHUTDOWN_TIMEOUT:
+            timeout = self.handler.options.shutdown_timeout
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         if (
             os.getpid() == self._owner_pid
@@ -588,6 +684,7 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
             else:
                 if not reached.wait(None if deadline is None else deadline - time.monotonic()):
                     _flush_marks.pop(token, None)
+                    self.handler._channel.timed_out_at = time.monotonic()  # see close_timeout
                     return False
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         return self.handler.flush(remaining)

@@ -45,7 +45,15 @@ from tblog._event import (
     new_event_id,
 )
 from tblog._redact import build_redactor
-from tblog._sender import Channel, busy_threads, get_sender, holds_logging_lock
+from tblog._sender import (
+    SHUTDOWN_TIMEOUT,
+    Channel,
+    _Default,
+    busy_threads,
+    get_sender,
+    holds_logging_lock,
+    still_busy,
+)
 
 try:
     import structlog as _structlog
@@ -197,7 +205,7 @@ class TinybirdProcessor:
 
     def _ship(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> None:
         ident = _get_ident()
-        if ident in busy_threads:
+        if ident in busy_threads and still_busy(ident):
             self.ignored += 1  # the sender's own HTTP stack, through a ProcessorFormatter
             return
         if self._closed:
@@ -321,8 +329,12 @@ class TinybirdProcessor:
 
     # -- control -----------------------------------------------------------------------
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Deliver what this processor buffered before the call; True when all of it arrived."""
+    def flush(self, timeout: float | _Default | None = SHUTDOWN_TIMEOUT) -> bool:
+        """Deliver what this processor buffered before the call; True when all of it arrived.
+
+        Without an argument it waits at most ``shutdown_timeout`` seconds; ``flush(None)``
+        waits without a limit.
+        """
         return self._sender.flush(timeout, [self._channel])
 
     def close(self) -> None:
@@ -331,7 +343,7 @@ class TinybirdProcessor:
             return
         self._closed = True
         if not holds_logging_lock():
-            self._sender.flush(self.options.shutdown_timeout, [self._channel])
+            self._sender.flush(self._sender.close_timeout(self._channel), [self._channel])
         self._channel.closed = True
 
     def stats(self) -> dict[str, Any]:

@@ -114,6 +114,9 @@ class Fault:
     reset: bool = False  # close the connection without an answer
     accept: bool = False  # store the rows even though the status is an error
     close_after: bool = False  # answer normally, then drop the kept-alive connection silently
+    content_type: str = "application/json"  # e.g. text/html: a proxy's or portal's page
+    trickle: float = 0.0  # seconds between bytes of the answer, headers included
+    on_end: Callable[[], None] | None = None  # called when a trickled answer ends or breaks
 
 
 @dataclass
@@ -188,16 +191,47 @@ class EventsAPI:
     # -- the protocol ------------------------------------------------------------------
 
     def _reply(
-        self, h: BaseHTTPRequestHandler, status: int, body: Any, headers: dict[str, str]
+        self,
+        h: BaseHTTPRequestHandler,
+        status: int,
+        body: Any,
+        headers: dict[str, str],
+        content_type: str = "application/json",
+        trickle: float = 0.0,
     ) -> None:
         raw = (body if isinstance(body, str) else json.dumps(body)).encode()
+        if trickle:
+            self._trickle(h, status, raw, headers, content_type, trickle)
+            return
         h.send_response(status)
-        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Type", content_type)
         h.send_header("Content-Length", str(len(raw)))
         for k, v in headers.items():
             h.send_header(k, v)
         h.end_headers()
         h.wfile.write(raw)
+
+    def _trickle(
+        self,
+        h: BaseHTTPRequestHandler,
+        status: int,
+        raw: bytes,
+        headers: dict[str, str],
+        content_type: str,
+        every: float,
+    ) -> None:
+        """The answer a byte at a time, status line first: no read on the client times out."""
+        head = [f"HTTP/1.1 {status} Slow", f"Content-Type: {content_type}"]
+        head += [f"Content-Length: {len(raw)}", *(f"{k}: {v}" for k, v in headers.items())]
+        data = ("\r\n".join(head) + "\r\n\r\n").encode() + raw
+        h.close_connection = True
+        for i in range(len(data)):
+            try:
+                h.wfile.write(data[i : i + 1])
+                h.wfile.flush()
+            except OSError:  # the client gave up
+                return
+            time.sleep(every)
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         url = urlsplit(h.path)
@@ -235,7 +269,13 @@ class EventsAPI:
             self.requests.append(req)
         if fault is not None:
             req.status = fault.status
-            self._reply(h, fault.status, fault.body, fault.headers)
+            try:
+                self._reply(
+                    h, fault.status, fault.body, fault.headers, fault.content_type, fault.trickle
+                )
+            finally:
+                if fault.on_end is not None:
+                    fault.on_end()
             return
         self._reply(h, status, answer, {})
 
@@ -292,6 +332,7 @@ class BlackHole:
         self.sock.listen(64)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.conns: list[socket.socket] = []
+        self.accepted = threading.Event()  # set at each connection accepted
         self._stop = False
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
@@ -304,6 +345,7 @@ class BlackHole:
             except OSError:
                 continue
             self.conns.append(conn)
+            self.accepted.set()
 
     def close(self) -> None:
         self._stop = True
