@@ -1,7 +1,17 @@
 # tblog: two commands set up a fresh clone.
-#   make demo   create .venv, install, ship a realistic burst of logs and show they arrived
-#   make test   create .venv, install with the test extras, run ruff, mypy and the whole suite
-#   make bench  run the side-by-side benchmarks in benchmarks/
+#   make demo        create .venv, install, ship a realistic burst of logs and show they arrived
+#   make test        ruff and mypy once (in .venv), then the whole suite on every supported
+#                    CPython in turn (PYTHONS); fails if any of them fails
+#   make bench       run the side-by-side benchmarks in benchmarks/
+# For iterating:
+#   make pytest      the suite on the dev venv's Python only (PYTEST_ARGS="tests/test_x.py -x")
+#   make pytest-3.13 the suite on one supported minor; make pytest-all: on each of PYTHONS
+#   make pythons     show which interpreter each minor of PYTHONS resolves to
+# .venv (python3, PYTHON=...) is the dev venv that lint, mypy, demo and bench use, and the
+# test venv of its own minor; every other minor gets .venv-3.X, all with the test extras.
+# An interpreter for 3.X is PYTHON_3.X if given, else the newest pyenv build of 3.X, else
+# python3.X on PATH; a minor of PYTHONS that has none fails the run (nothing is skipped):
+#   make test PYTHONS="3.11 3.13"   make test PYTHON_3.12=/opt/py312/bin/python
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +20,22 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # benchmarks/ is linted once it exists (git keeps no empty folder).
 LINT   := tblog tests examples $(wildcard benchmarks)
 
-.PHONY: demo test lint typecheck pytest bench clean
+# Every CPython minor the project supports (pyproject: requires-python >= 3.10, classifiers).
+SUPPORTED  := 3.10 3.11 3.12 3.13
+PYTHONS    ?= $(SUPPORTED)
+ifeq ($(origin PYENV_ROOT),undefined)
+PYENV_ROOT := $(or $(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)
+endif
+# The dev venv's minor, e.g. 3.11: that minor's tests run in .venv itself.
+DEV_MINOR  := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+# $(call venv_for,3.X): the venv the suite runs in on 3.X.
+venv_for    = $(if $(filter $(1),$(DEV_MINOR)),$(VENV),$(VENV)-$(1))
+# $(call python_for,3.X): the interpreter for 3.X, or nothing (see the header).
+python_for  = $(or $(PYTHON_$(1)),$(shell ls -d $(PYENV_ROOT)/versions/$(1).*/bin/python 2>/dev/null \
+                | grep -E '/$(subst .,\.,$(1))\.[0-9]+/bin/python$$' | sort -V | tail -n 1),$(shell \
+                command -v python$(1)))
+
+.PHONY: demo test lint typecheck pytest pytest-all pythons bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,10 +74,52 @@ $(TB_VENV)/.ok: Makefile
 pytest: $(VENV)/.test $(TB_VENV)/.ok
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# Each minor of PYTHONS must resolve to a working interpreter of that very minor.
+pythons:
+	@missing=; for pair in $(foreach m,$(PYTHONS),'$(m)=$(call python_for,$(m))'); do \
+	  m=$${pair%%=*}; py=$${pair#*=}; \
+	  case " $(SUPPORTED) " in *" $$m "*) ;; *) echo "make: PYTHONS: $$m is not a supported minor ($(SUPPORTED))" >&2; exit 1;; esac; \
+	  got=$$( [ -n "$$py" ] && "$$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+	  if [ "$$got" = "$$m" ]; then echo "CPython $$m: $$py"; \
+	  else echo "CPython $$m: MISSING (found: '$$py'; set PYTHON_$$m=/path/to/python3.X or PYTHONS=...)" >&2; missing="$$missing $$m"; fi; \
+	done; \
+	if [ -n "$$missing" ]; then echo "make: no CPython$$missing: the suite must run on every supported Python" >&2; exit 1; fi
+
+# Not an intermediate file for make to delete once the stamp is made.
+.PRECIOUS: $(VENV)-%/bin/python
+$(VENV)-%/bin/python:
+	@py='$(call python_for,$*)'; [ -n "$$py" ] || { echo "make: no CPython $* (see make pythons)" >&2; exit 1; }; \
+	echo "$$py -m venv --upgrade-deps $(VENV)-$*"; "$$py" -m venv --upgrade-deps $(VENV)-$*
+
+$(VENV)-%/.test: pyproject.toml | $(VENV)-%/bin/python
+	$(VENV)-$*/bin/python -m pip --disable-pip-version-check -q install -e '.[test]'
+	touch $@
+
+# make pytest-3.X: the suite on 3.X only.
+define _pytest_on
+pytest-$(1): $(call venv_for,$(1))/.test $(TB_VENV)/.ok
+	$(call venv_for,$(1))/bin/python -m pytest $$(PYTEST_ARGS)
+.PHONY: pytest-$(1)
+endef
+$(foreach m,$(SUPPORTED),$(eval $(call _pytest_on,$(m))))
+
+# One Python after another (timing-sensitive tests; CI has 2 cores); all run, then any
+# failure fails the target, naming the Pythons that failed.  pytest's "no tests" (5) fails too.
+pytest-all: pythons $(foreach m,$(PYTHONS),$(call venv_for,$(m))/.test) $(TB_VENV)/.ok
+	@failed=; for pair in $(foreach m,$(PYTHONS),$(m)=$(call venv_for,$(m))); do \
+	  m=$${pair%%=*}; venv=$${pair#*=}; \
+	  echo "=== pytest on CPython $$m ($$venv: $$($$venv/bin/python -c 'import platform; print(platform.python_version())'))"; \
+	  start=$$(date +%s); \
+	  $$venv/bin/python -m pytest $(PYTEST_ARGS) || failed="$$failed $$m"; \
+	  echo "=== CPython $$m: $$(( $$(date +%s) - start )) s"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make: the suite failed on CPython$$failed" >&2; exit 1; fi; \
+	echo "=== the suite passed on CPython $(PYTHONS)"
+
+test: lint typecheck pytest-all
 
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(TB_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(foreach m,$(SUPPORTED),$(VENV)-$(m)) $(TB_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
