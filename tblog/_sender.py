@@ -76,6 +76,12 @@ BatchEncoder = Callable[[Sequence[Any]], "tuple[list[bytes], int]"]
 
 _IDLE_WAKE = 1.0  # the thread re-checks its channels at least this often
 WAKE_AT = 512  # buffered items that wake the sender thread (at most batch_size)
+#: Buffered items, as a multiple of the wake-up mark, past which a producer asks whether the
+#: sender thread still runs (every ``_STARVED_EVERY`` puts), and how long its loop may have
+#: stood still before that is told on stderr (uWSGI without threads, a blocked event loop).
+_STARVED_FACTOR = 8
+_STARVED_EVERY = 1024
+STARVED_AFTER = 10.0
 HINT_SPREAD = 0.5  # up to half as long again on a server's Retry-After, so a fleet spreads out
 #: The longest a flush waits while its thread holds logging's module lock (``dictConfig``
 #: re-configuration closes the old handlers under it): the sender keeps delivering a closed
@@ -277,6 +283,7 @@ class Channel:
         # at once, so snapshots die young (each one the garbage collector finds alive costs
         # the application's threads), while requests still carry up to batch_size events.
         self.wake_at = min(self.options.batch_size, WAKE_AT)
+        self.starved_at = self.wake_at * _STARVED_FACTOR
         # Reentrant, and asked whether this thread holds it: a signal handler that logs may
         # interrupt this thread inside it (see _put_locked).
         self.lock = threading.RLock()
@@ -362,9 +369,12 @@ class Channel:
         self.enqueued += 1
         if sender.thread is None:
             sender.start()
-        if len(buf) >= self.wake_at and not self.signaled:
-            self.signaled = True
-            sender.wake.set()
+        if len(buf) >= self.wake_at:
+            if not self.signaled:
+                self.signaled = True
+                sender.wake.set()
+            elif len(buf) >= self.starved_at and not self.enqueued % _STARVED_EVERY:
+                sender.check_starved(len(buf))
         return True
 
     def _put_locked(self, item: Any, size: int) -> bool:
@@ -1115,6 +1125,7 @@ class Sender:
         self.closing = False
         self.stopping = False
         self.deadline = float("inf")
+        self.heartbeat = time.monotonic()  # the thread's last completed pass (or its start)
         self.pid = os.getpid()  # last: a thread that sees it finds the rest ready
 
     # -- registration ------------------------------------------------------------------
@@ -1167,7 +1178,28 @@ class Sender:
                 return
             self.thread = thread
             self.thread_ident = thread.ident
+            self.heartbeat = time.monotonic()
         _lifecycle.on_sender_start()  # SIGTERM in a multiprocessing child, Celery
+
+    def check_starved(self, waiting: int) -> None:
+        """A producer sees the buffer far past the wake-up mark: has the thread stopped running?
+
+        Told once on stderr.  The thread exists but gets no time: uWSGI without
+        ``--enable-threads`` (where Python threads run only while a request does), or an
+        event loop that never yields.  Records still wait within the buffer's bounds.
+        """
+        thread = self.thread
+        if thread is None or self.stopping:
+            return
+        stalled = time.monotonic() - self.heartbeat
+        if stalled < STARVED_AFTER:
+            return
+        _diag.tell(
+            "sender-starved",
+            f"tblog: the sender thread has not run for {stalled:.0f}s while {waiting} events "
+            "wait; nothing is delivered until it runs (under uWSGI, add --enable-threads; "
+            "with gevent or eventlet, let the hub run). TBLOG_QUIET=1 silences this.",
+        )
 
     def _alive(self) -> bool:
         thread = self.thread
@@ -1187,6 +1219,7 @@ class Sender:
                 self.wake.clear()
                 with self.service_lock:
                     due = self._service_all()
+                    self.heartbeat = time.monotonic()  # a pass completed
                 with self.progress:
                     self.progress.notify_all()
                 if self.stopping:
