@@ -16,10 +16,12 @@ at any depth), the exception, the message, the formatted message and the stack:
 * every match of the value patterns in any text: ``Bearer``/``Basic`` credentials (a
   token-shaped value: "Basic understanding" stays), ``Authorization: <scheme> ...``
   headers, JWTs and Tinybird tokens, ``key=value`` / ``"key": "value"`` pairs whose key
-  names a secret (judged as above), AWS access key ids, GitHub, Slack, Stripe, OpenAI,
-  Google API and Logfire keys, PEM private key blocks, the password of a URL or DSN
-  (``postgres://user:...@host``), card numbers (15 to 19 digits starting with 3 to 6
-  that pass the Luhn check), and the user's own regular expressions.
+  names a secret (judged as above; a session id must look like one: ``session: 3 of 5``
+  stays), AWS access key ids, GitHub, GitLab, Slack, Stripe, OpenAI, Google API, Logfire,
+  npm, Hugging Face and SendGrid keys, Slack webhook URLs, PEM private key blocks, the
+  password of a URL or DSN (``postgres://user:...@host``), card numbers (15 to 19
+  digits starting with 3 to 6 that pass the Luhn check), and the user's own regular
+  expressions.
 
 The rows of the other producers get the same treatment: ``Redactor.row`` for tblog's own
 rows (the tracker's, LiteLLM's, the traces'; their column names are never judged),
@@ -54,8 +56,13 @@ _SECRET_PAIRS = frozenset((
     ("signing", "key"), ("encryption", "key"), ("master", "key"), ("session", "id"),
     ("session", "key"), ("connect", "sid"), ("social", "security"), ("security", "number"),
     ("credit", "card"), ("card", "number"), ("ip", "address"), ("remote", "addr"),
-    ("forwarded", "for"), ("real", "ip"),
+    ("forwarded", "for"), ("real", "ip"), ("account", "key"),
 ))  # fmt: skip
+#: Triples of last words that make a key secret (``private_key_id``: not ``api_key_id``).
+_SECRET_TRIPLES = frozenset((("private", "key", "id"),))
+#: Last words of a key naming a session id: its text value must look like one (``session:
+#: 3 of 5`` is a count, not an id).
+_SESSION_WORDS = frozenset(("session", "sessionid", "sessid", "phpsessid"))
 #: ``<word>_token`` keys that count or page, not authenticate (``completion_token``...).
 _NOT_SECRET_TOKENS = frozenset((
     "completion", "prompt", "input", "output", "total", "max", "min", "cached", "cache",
@@ -81,13 +88,15 @@ _STATUS_VALUES = frozenset((
 ))  # fmt: skip
 
 _CAMEL_LOWER = re.compile(r"([a-z0-9])([A-Z])")
-_CAMEL_UPPER = re.compile(r"([A-Z]+)([A-Z][a-z])")
+#: Between the capitals of an acronym and the word after it (``HTTPServer``): fixed-width
+#: lookarounds, so a long run of capitals is not rescanned from each of them.
+_CAMEL_UPPER = re.compile(r"(?<=[A-Z])(?=[A-Z][a-z])")
 _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
 
 
 def _words(key: str) -> list[str]:
     """``userPassword``, ``user-password``, ``USER_PASSWORD`` -> ``["user", "password"]``."""
-    key = _CAMEL_UPPER.sub(r"\1_\2", _CAMEL_LOWER.sub(r"\1_\2", key)).lower()
+    key = _CAMEL_UPPER.sub("_", _CAMEL_LOWER.sub(r"\1_\2", key)).lower()
     return [w for w in _NOT_ALNUM.split(key) if w]
 
 
@@ -97,6 +106,8 @@ def _default_secret(words: list[str]) -> bool:
     if not words:
         return False
     last = words[-1].rstrip("0123456789") or words[-1]
+    if len(words) > 2 and (words[-3], words[-2], last) in _SECRET_TRIPLES:
+        return True
     if last in _SECRET_WORDS:
         return not (last == "token" and len(words) > 1 and words[-2] in _NOT_SECRET_TOKENS)
     return len(words) > 1 and (words[-2], last) in _SECRET_PAIRS
@@ -118,17 +129,24 @@ _DSN = re.compile(
 )
 #: JWTs and Tinybird tokens (p.eyJ...).
 _JWT = re.compile(r"\b(?:p\.)?eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]+)*")
-#: Well-known key formats: AWS access key ids, GitHub, Slack, Stripe, OpenAI/Anthropic,
-#: Google API keys, Logfire write tokens.
+#: Well-known key formats: AWS access key ids, GitHub, GitLab, Slack (tokens and webhook
+#: URLs' secret path), Stripe, Google API keys, Logfire write tokens, npm, Hugging Face,
+#: SendGrid.
 _KNOWN = re.compile(
     r"\b(?:(?:AKIA|ASIA)[A-Z0-9]{16}\b"
-    r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
+    r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}"
     r"|xox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|(?<=hooks\.slack\.com/services/)T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]{16,}"
     r"|[rs]k_(?:live|test)_[A-Za-z0-9]{10,}"
-    r"|sk-(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}"
     r"|AIza[0-9A-Za-z_-]{30,}"
-    r"|pylf_v[0-9]+_[A-Za-z0-9_]{16,})"
+    r"|pylf_v[0-9]+_[A-Za-z0-9_]{16,}"
+    r"|npm_[A-Za-z0-9]{36,}|hf_[A-Za-z0-9]{30,}"
+    r"|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,})"
 )
+#: OpenAI/Anthropic keys (``sk-`` and a run holding a digit, checked by ``_replace_sk``: a
+#: lookahead for the digit would rescan the run from every ``sk-`` in it).
+_SK = re.compile(r"\bsk-[A-Za-z0-9_-]{20,}")
+_DIGIT = re.compile(r"[0-9]")
 #: Card numbers: 15-19 digits starting with 3-6 (Amex, Visa, Mastercard, Discover...),
 #: optionally grouped by spaces or dashes, that pass the Luhn check; millisecond
 #: timestamps (13 digits) and snowflake ids (starting with 1) are left alone.
@@ -142,6 +160,10 @@ _AFTER_SEPARATOR = re.compile(
     r"(?P<scheme>(?i:bearer|basic|token|digest|negotiate|apikey|sso-key)[ \t]+)?"
 )
 _BARE_VALUE = re.compile(r"[^\s\"',;&]+")
+#: A ``Bearer`` value that is the key of the next pair (``expires_in=3600``, and with a
+#: ``:`` only a snake_case name: ``Bearer 8f14e45f...: rejected`` is a token).
+_ASSIGNMENT = re.compile(r"=[A-Za-z0-9]")
+_SNAKE = re.compile(r"[a-z]+(?:_[a-z]+)+")
 _MAX_KEY = 64
 
 #: The batch pre-check (``screen``): a text with none of these (lowercased), none of
@@ -151,9 +173,10 @@ _MAX_KEY = 64
 _HINT_WORDS = (
     "pass", "key", "token", "secret", "auth", "earer", "basic", "pwd", "sess", "cookie",
     "credential", "srf", "jwt", "ssn", "cvv", "cvc", "://", "sk-", "xox", "k_live", "k_test",
-    "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat", "pylf_", "connect.sid",
+    "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat", "pylf_", "connect.sid", "glpat-",
+    "npm_", "hf_", "hooks.slack.com",
 )  # fmt: skip
-_CASED_HINTS = ("AKIA", "ASIA", "AIza", "eyJ")
+_CASED_HINTS = ("AKIA", "ASIA", "AIza", "eyJ", "SG.")
 _NON_DIGITS = bytes(b for b in range(256) if not 48 <= b <= 57)
 _CARD_DIGITS = 15
 _CARD_MAP = bytes(48 if 48 <= b <= 57 else 46 for b in range(256))  # digits to "0", else "."
@@ -196,9 +219,9 @@ def _json_hint(text: str) -> bool:
 def _known_hint(value: str) -> bool:
     return (
         "sk-" in value or "xox" in value or "AKIA" in value or "ASIA" in value
-        or "AIza" in value
+        or "AIza" in value or "glpat-" in value or "SG." in value or "hooks.slack.com" in value
         or ("_" in value and ("gh" in value or "k_live" in value or "k_test" in value
-                              or "pylf" in value))
+                              or "pylf" in value or "npm_" in value or "hf_" in value))
     )  # fmt: skip
 
 
@@ -215,7 +238,21 @@ def _replace_bearer(match: re.Match[str]) -> str:
     core = bare.rstrip("=")  # nor is base64's padding a sign of one ("Basic realm=")
     if len(core) < 8 or not _token_shaped(core):
         return match.group()
+    after = match.start("value") + len(core)
+    if _ASSIGNMENT.match(match.string, after) or (
+        match.string.startswith(":", after) and _SNAKE.fullmatch(core)
+    ):
+        return match.group()  # "token_type=bearer expires_in=3600": the next pair's key
     return f"{match['scheme']} {REDACTED}{value[len(bare) :]}"
+
+
+def _replace_sk(match: re.Match[str]) -> str:
+    return REDACTED if _DIGIT.search(match.group()) else match.group()
+
+
+def _session_shaped(value: str) -> bool:
+    """A session id, not a count or a word: 8 characters or more, no blank, token-shaped."""
+    return len(value) >= 8 and not any(c.isspace() for c in value) and _token_shaped(value)
 
 
 def _replace_card(match: re.Match[str]) -> str:
@@ -236,6 +273,18 @@ def _luhn(digits: str) -> bool:
             n = n * 2 - 9 if n > 4 else n * 2
         total += n
     return total % 10 == 0
+
+
+def _session_key(key: str) -> bool:
+    """``session``, ``session_id``, ``PHPSESSID``: a key naming a session id (not a cookie)."""
+    words = _words(key)
+    while len(words) > 1 and (words[-1] in _FORM_WORDS or words[-1].isdigit()):
+        words = words[:-1]
+    if not words:
+        return False
+    if words[-1] in _SESSION_WORDS:
+        return True
+    return len(words) > 1 and words[-2] == "session" and words[-1] in ("id", "key")
 
 
 def _normal(key: str) -> str:
@@ -351,6 +400,8 @@ class Redactor:
         if "eyJ" in value:
             value = _JWT.sub(REDACTED, value)
         if _known_hint(value):
+            if "sk-" in value:
+                value = _SK.sub(_replace_sk, value)
             value = _KNOWN.sub(REDACTED, value)
         if _has_card_digits(value):
             value = _CARD.sub(_replace_card, value)
@@ -403,6 +454,8 @@ class Redactor:
                 bare = _BARE_VALUE.match(text, start)
                 end = bare.end() if bare is not None else start
             if end == start or text[start:end].lower() in _STATUS_VALUES:
+                continue
+            if _session_key(text[k:j]) and not _session_shaped(text[start:end]):
                 continue
             out.append(text[done:start])
             out.append(REDACTED)

@@ -19,6 +19,7 @@ import email.utils
 import http.client
 import json
 import math
+import re
 import socket
 import threading
 import time
@@ -107,15 +108,26 @@ def parse_rate_reset(value: str | None, now: float | None = None) -> float | Non
     return max(0.0, number)
 
 
-def _error_text(response: requests.Response) -> tuple[str, dict[str, Any]]:
+_BEARER = re.compile(r"(?i)\b(bearer|token)(\s+|=)[^\s\"'&,;]+")
+
+
+def _scrubbed(text: str, token: str) -> str:
+    """An answer's text without the token, and without any credential it echoes, *before* it
+    is cut to length (a cut could leave a prefix of the token that no replace would find)."""
+    if token:
+        text = text.replace(token, "<token>")
+    return _BEARER.sub(r"\1\2<token>", text)
+
+
+def _error_text(response: requests.Response, token: str = "") -> tuple[str, dict[str, Any]]:
     try:
         body = response.json()
     except ValueError:
-        return response.text[:300].strip(), {}
+        return _scrubbed(response.text, token)[:300].strip(), {}
     if isinstance(body, dict):
-        text = body.get("error") or body.get("message") or json.dumps(body)[:300]
-        return str(text), body
-    return str(body)[:300], {}
+        text = body.get("error") or body.get("message") or json.dumps(body)
+        return _scrubbed(str(text), token)[:300], body
+    return _scrubbed(str(body), token)[:300], {}
 
 
 # -- the total deadline: sockets of watched threads, shut down on demand --------------------
@@ -316,7 +328,7 @@ class Transport:
                 return Result(RETRY, reason="network", error=text)
             if response.headers.get("Connection", "").lower() != "close":
                 self._kept.add(api_url)
-            result = classify(response, datasource, api_url)
+            result = classify(response, datasource, api_url, token)
             if result.action != OK and threading.get_ident() in _aborted:
                 # cut at the deadline mid-answer: what was read of it is not an answer
                 return Result(RETRY, reason="timeout", error=f"timed out after {timeout:g}s")
@@ -404,8 +416,9 @@ def _events_answer(response: requests.Response) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def classify(response: requests.Response, datasource: str, api_url: str) -> Result:
-    """What the Events API's answer means for the batch that was sent."""
+def classify(response: requests.Response, datasource: str, api_url: str, token: str = "") -> Result:
+    """What the Events API's answer means for the batch that was sent (``token``: what its
+    text must never show)."""
     status = response.status_code
     headers = response.headers
     remaining = _number(headers.get("X-RateLimit-Remaining"))
@@ -419,7 +432,7 @@ def classify(response: requests.Response, datasource: str, api_url: str) -> Resu
         body = _events_answer(response)
         if body is None:  # a proxy, captive portal or load balancer answered, not Tinybird
             kind = (headers.get("Content-Type") or "no Content-Type").split(";")[0].strip()
-            text = " ".join(response.text[:120].split())
+            text = " ".join(_scrubbed(response.text[:4096], token)[:120].split())
             result.action = RETRY
             result.reason = "bad_response"
             result.error = (
@@ -432,7 +445,7 @@ def classify(response: requests.Response, datasource: str, api_url: str) -> Resu
         result.body = body
         _row_counts(result)
         return result
-    text, result.body = _error_text(response)
+    text, result.body = _error_text(response, token)
     _row_counts(result)  # a 422 (partially ingested) says how many rows it took
     result.reason = f"http_{status}"
     if status in RETRYABLE_STATUS:

@@ -508,3 +508,127 @@ def test_the_embedded_clickhouse_has_a_memory_ceiling(server: LocalServer) -> No
         "SELECT value FROM system.server_settings WHERE name = 'max_server_memory_usage'"
     )
     assert setting.strip() == f'"{server.store.max_server_memory}"'.encode()
+
+
+# -- review: failed reads, request smuggling, error tails, Host ---------------------------
+
+
+def _leaky_query(app: str) -> str:
+    """A read that fails after its output has begun (a value that cannot be typed)."""
+    return (
+        "SELECT message, toInt64(if(n.number > 300000, 'x', '1')) AS v "
+        f"FROM tb_logs AS t, numbers(400000) AS n WHERE app_name = '{app}' FORMAT TSV"
+    )
+
+
+def test_a_failed_read_leaves_nothing_for_the_next_query(server: LocalServer) -> None:
+    app = _app()
+    post(server, ndjson(event(app_name=app, message="secret-of-b")))
+    other = server.create_token("other-reader", ["DATASOURCES:READ:tb_logs"])
+    r = sql(server, _leaky_query(app))
+    assert r.status_code == 400, r.text[:300]
+    r = sql(server, "SELECT 1 AS one FORMAT TSV", token=other)
+    assert r.status_code == 200
+    assert r.text == "1\n", r.text[:300]
+    # A result over the row limit, likewise.
+    limits = server.store.limits
+    server.store.limits = type(limits)(max_result_rows=10)
+    try:
+        r = sql(server, "SELECT number FROM numbers(100000) FORMAT TSV")
+        assert r.status_code == 400, r.text[:300]
+    finally:
+        server.store.limits = limits
+    r = sql(server, "SELECT 1 AS one FORMAT TSV", token=other)
+    assert r.text == "1\n", r.text[:300]
+
+
+def test_a_failed_write_statement_leaves_nothing_for_the_next(server: LocalServer) -> None:
+    store = server.store
+    with store.lock, contextlib.suppress(Exception):
+        store._run(
+            "SELECT toInt64(if(number > 300000, 'x', '1')) FROM numbers(400000) FORMAT TSV",
+            "TSV",
+        )
+    with store.lock:
+        assert store._run("SELECT 1 FORMAT TSV", "TSV") == b"1\n"
+
+
+def _responses(data: bytes) -> int:
+    return data.count(b"HTTP/1.1 ")
+
+
+def test_a_get_body_is_not_read_as_a_second_request(server: LocalServer) -> None:
+    smuggled = (
+        b"GET /v0/datasources HTTP/1.1\r\nHost: localhost\r\n"
+        + f"Authorization: Bearer {server.admin_token}\r\n\r\n".encode()
+    )
+    request = _request(
+        server, "GET", "/v0/sql?q=SELECT+1", f"Content-Length: {len(smuggled)}\r\n", smuggled
+    )
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        sock.settimeout(2)
+        out = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                out += chunk
+    assert _responses(out) == 1, out[:500]
+    assert _status(out) == 200
+
+
+def test_query_errors_do_not_reveal_scope_settings_or_filter(server: LocalServer) -> None:
+    token = server.create_token(
+        "tail-reader", ["DATASOURCES:READ:tb_logs"], row_filter=TENANT_FILTER
+    )
+    for q in (
+        "SELECT toInt64(message) FROM tb_logs",
+        "SELECT no_such_column FROM tb_logs",
+        "SELECT toInt64(if(n.number > 300000, 'x', '1')) FROM tb_logs AS t, numbers(400000) AS n",
+    ):
+        post(server, ndjson(event(extra={"tenant_id": "acme"})))
+        r = sql(server, q, token=token)
+        assert r.status_code == 400, r.text[:300]
+        for secret in ("In scope", "SETTINGS", "tenant_id", "acme", "tok_", "while executing"):
+            assert secret not in r.text, (q, r.text)
+
+
+def test_a_second_host_header_is_refused(server: LocalServer) -> None:
+    request = _request(
+        server, "GET", "/v0/datasources", "Host: evil.example\r\nConnection: close\r\n"
+    )
+    assert _status(_raw(server, request)) == 400
+
+
+def test_an_absolute_form_target_must_match_the_host(server: LocalServer) -> None:
+    for target in (
+        "http://evil.example/v0/datasources",
+        "http://evil.example:7181/v0/sql?q=SELECT+1",
+    ):
+        request = _request(server, "GET", target, "Connection: close\r\n")
+        assert _status(_raw(server, request)) == 400, target
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "host"),
+    [("GET", "/v0/sql?q=SELECT+1", "localhost"), ("GET", "/v0/sql?q=SELECT+1", "evil.example"),
+     ("GET", "/nowhere", "localhost"), ("OPTIONS", "/v0/events", "localhost"),
+     ("POST", "/v0/sql?q=SELECT+1", "localhost")],
+)  # fmt: skip
+def test_an_unread_body_never_becomes_a_request(
+    server: LocalServer, method: str, target: str, host: str
+) -> None:
+    smuggled = b"GET /v0/datasources HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    request = (
+        f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {server.admin_token}\r\nContent-Length: {len(smuggled)}\r\n\r\n"
+    ).encode() + smuggled
+    host_, port = server.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host_, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        sock.settimeout(2)
+        out = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                out += chunk
+    assert _responses(out) == 1, out[:500]

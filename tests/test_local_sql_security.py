@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from tblog.local.server import LocalServer
+from tblog.local.sqlguard import verify_sql
 from tblog.local.store import QueryError
 from tests.localserver import event, ndjson, post, serve, sql
 
@@ -139,6 +140,33 @@ HOSTILE = [
     "SELECT getMacro('x')",
     "SELECT filesystemAvailable()",
     "SELECT * FROM tb_logs WHERE message GLOBAL IN (SELECT message FROM tb_logs)",
+    # IN <table> hidden in brackets: ClickHouse strips them and reads the table
+    "SELECT 0 IN ((system.one))",
+    "SELECT 0 IN (((system.one)))",
+    "SELECT 1 IN [(system.one)]",
+    "SELECT 0 IN [[system.one]]",
+    "SELECT 0 IN tuple((system.one))",
+    "SELECT 0 IN ((1, system.one))",
+    "SELECT arrayMap(x -> x IN ((system.one)), [0])",
+    "SELECT (timestamp, level, message) IN ((default.tb_logs)) FROM tb_logs",
+    "SELECT count() FROM tb_logs WHERE (timestamp, message) NOT IN ((default.tb_logs))",
+    "SELECT 0 NOT IN ((default.tb_logs))",
+    "SELECT 0 GLOBAL NOT IN ((system.one))",
+    "SELECT message FROM tb_logs WHERE message IN ((tb_logs))",
+    "SELECT message FROM tb_logs WHERE 0 IN ((tb_logs.message))",
+    "SELECT (SELECT 0 IN ((system.one)))",
+    "SELECT 1 IN ((system.numbers))",
+    "SELECT `in`(0, system.one)",
+    "SELECT notIn(0, system.one)",
+    "SELECT globalNotIn(0, system.one)",
+    "SELECT nullIn(0, (system.one))",
+    "SELECT notNullIn(0, system.one)",
+    "SELECT globalNullIn(0, system.one)",
+    "SELECT globalNotNullIn(0, system.one)",
+    # a table qualifier that names no table of its SELECT
+    "SELECT one.dummy",
+    "SELECT x.message FROM tb_logs",
+    "SELECT message FROM tb_logs WHERE one.dummy = 0",
     # parameters and placeholders
     "SELECT {x:String}",
     "SELECT * FROM {t:Identifier}",
@@ -219,6 +247,27 @@ def test_tenant_token_sees_only_its_rows_through_every_construct(
     messages = {row["message"] for row in r.json()["data"]}
     assert messages == {"a-0", "a-1", "a-2"}
     assert SECRET not in r.text
+
+
+#: Qualified names the guard must still accept (checked without running them).
+SCOPED = [
+    "SELECT tb_logs.message FROM tb_logs",
+    "SELECT a.message FROM tb_logs AS a JOIN tb_logs AS b ON a.event_id = b.event_id",
+    "WITH t AS (SELECT message FROM tb_logs) SELECT t.message FROM t",
+    "SELECT s.m FROM (SELECT message AS m FROM tb_logs) AS s",
+    "SELECT message FROM tb_logs AS o WHERE event_id IN "
+    "(SELECT event_id FROM tb_logs WHERE tb_logs.app_name = o.app_name)",
+    "SELECT (SELECT count() FROM tb_logs WHERE tb_logs.level = o.level) FROM tb_logs AS o",
+    "SELECT arrayMap(x -> x.1, [(1, 2)]) AS a, (1, 'x').1 AS b",
+    "SELECT 0 IN (1, 2), 'a' IN ('a'), 1 IN [1, 2], 1 IN ((1, 2)), 1 NOT IN (SELECT 1)",
+    "SELECT message FROM tb_logs WHERE event_id IN ((SELECT event_id FROM tb_logs AS i "
+    "WHERE i.level = 'INFO'))",
+]
+
+
+@pytest.mark.parametrize("query", SCOPED)
+def test_names_in_scope_pass_the_guard(query: str) -> None:
+    assert verify_sql(query, ["tb_logs"], "filtered", known=["tb_logs"]).sql
 
 
 ORDINARY = [

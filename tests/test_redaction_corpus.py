@@ -12,6 +12,7 @@ Both rates are printed (``pytest -s``); the test wants 100% and 0%.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,38 @@ def test_the_batch_screen_flags_every_text_the_patterns_change() -> None:
         else:
             assert [t for t, f in zip(texts, flags) if not f and t in changed] == []
     assert redactor.screen(ordinary) is None
+
+
+#: Adversarial texts: each pattern's prefix (or a near miss of it) repeated to 100 KB.
+ADVERSARIAL_PREFIXES = (
+    "sk-", "sk-a", "Bearer ", "bearer a", "Basic ", "eyJ", "eyJ-", "p.eyJ", "AKIA", "AKIA-",
+    "://a:", "a://a:", "a://", "-----BEGIN ", "-----BEGIN PRIVATE KEY-----", "password=",
+    "password: ", "\"password\": \"", "token_type=bearer ", "session: ", "AccountKey=",
+    "1", "3 ", "4-", "ghp_", "ghp-", "github_pat_", "xoxb-", "sk_live_", "AIza", "AIza-",
+    "pylf_v1_", "npm_", "glpat-", "hf_", "SG.", "SG.a-", "hooks.slack.com/services/T",
+    "private_key_id=", "A", "aA", "=", ":",
+)  # fmt: skip
+
+
+def test_no_pattern_backtracks_badly_on_adversarial_text() -> None:
+    # The patterns run on the application's logging path over attacker-controlled text
+    # (request bodies, headers, user input): every one must stay linear.
+    redactor = Redactor()
+    size = 100_000
+    slow: list[str] = []
+    for prefix in ADVERSARIAL_PREFIXES:
+        text = (prefix * (size // len(prefix) + 1))[:size]
+        for sample in (text, text + "@"):
+            started = time.perf_counter()
+            redactor.text(sample)
+            elapsed = time.perf_counter() - started
+            if elapsed > 5.0:  # the quadratic patterns took 14 s to minutes; linear ones 0.1 s
+                slow.append(f"{prefix!r}: {elapsed:.2f} s")
+    # keys are attacker-controlled too (a JSON body's): camelCase splitting must be linear
+    for key in ("A" * size, "aA" * (size // 2), "Ab" * (size // 2)):
+        started = time.perf_counter()
+        redactor.mapping({key: "v"})
+        elapsed = time.perf_counter() - started
+        if elapsed > 5.0:
+            slow.append(f"key {key[:4]!r}...: {elapsed:.2f} s")
+    assert slow == []

@@ -336,3 +336,22 @@ def test_a_fork_while_a_request_is_out_starts_the_child_clean(
     assert sorted(r["message"] for r in events_api.rows("slow_ds")) == [
         "child's", "parent's, on its way"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("content_type", ["text/html", "text/plain"])
+def test_an_answer_that_echoes_the_token_never_shows_a_piece_of_it(
+    make_handler: Any, logger: logging.Logger, events_api: EventsAPI, content_type: str
+) -> None:
+    # A proxy's error page that echoes the request's headers, the token cut by the length
+    # cap: the part that is shown must not hold a prefix of it either.
+    for pad in (250, 290, 90, 110):  # the 300- and 120-character caps fall inside the token
+        page = "x" * pad + f" Authorization: Bearer {events_api.token} and more"
+        events_api.fail_next(1, status=401, body=page, content_type=content_type)
+        events_api.fail_next(1, status=200, body=page, content_type=content_type)
+    handler = make_handler(max_retries=0, retry_base_delay=0.01)
+    logger.addHandler(handler)
+    for i in range(8):
+        logger.info("record %d", i)
+        handler.flush(5)
+        error = handler.stats()["last_error"]
+        assert events_api.token[:12] not in error, error

@@ -105,6 +105,11 @@ _FORMATS = frozenset({"JSON", "JSONCompact", "JSONEachRow", "CSV", "CSVWithNames
                       "TSVWithNames", "TabSeparated", "TabSeparatedWithNames", "Pretty",
                       "PrettyCompact", "JSONStrings", "Parquet"})  # fmt: skip
 _FORMAT_TAIL = re.compile(r"\bFORMAT\s+([A-Za-z]+)\s*;?\s*$", re.IGNORECASE)
+#: Where ClickHouse starts repeating the query (its per-token database, the server's
+#: SETTINGS, the token's row filter): cut from there in errors sent to clients.
+_ERROR_TAILS = (" In scope ", ": while executing", "(in query:")
+_ERROR_CODE = re.compile(r"\(([A-Z][A-Z0-9_]+)\)\s*$")
+_TOKEN_DB = re.compile(r"\btok_[0-9a-f]{16}\.?")
 
 
 class _HTTPError(Exception):
@@ -128,6 +133,17 @@ def _content_length(h: BaseHTTPRequestHandler) -> int | None:
         h.close_connection = True
         raise _HTTPError(400, "invalid Content-Length: send one non-negative decimal number")
     return int(value)
+
+
+def _client_error(message: str) -> str:
+    """ClickHouse's error without the query it repeats (see ``_ERROR_TAILS``); its error
+    code name, when it ends with one, is kept."""
+    cut = min((i for t in _ERROR_TAILS if (i := message.find(t)) >= 0), default=-1)
+    if cut < 0:
+        return _TOKEN_DB.sub("", message)
+    code = _ERROR_CODE.search(message[cut:])
+    text = message[:cut].rstrip(" .:;,")
+    return _TOKEN_DB.sub("", text + (f". ({code.group(1)})" if code else ""))
 
 
 def _parse_cost(line: bytes) -> int:
@@ -462,13 +478,14 @@ class LocalServer:
     def sql(self, h: BaseHTTPRequestHandler, params: dict[str, list[str]]) -> tuple[int, bytes]:
         token = self.authenticate(h, params)
         query = (params.get("q") or [""])[0]
-        if not query and h.command == "POST":
-            length = int(h.headers.get("Content-Length") or 0)
+        if h.command == "POST":  # read even when unused: left unread it is a next request
+            length = _content_length(h) or 0
             if length > MAX_REQUEST_BYTES:
                 raise _HTTPError(413, "the query is too long")
             body = h.rfile.read(length).decode("utf-8", "replace")
-            form = parse_qs(body) if "=" in body.split("\n", 1)[0] else {}
-            query = (form.get("q") or [body])[0]
+            if not query:
+                form = parse_qs(body) if "=" in body.split("\n", 1)[0] else {}
+                query = (form.get("q") or [body])[0]
         if not query.strip():
             raise _HTTPError(400, "the q parameter is required: /v0/sql?q=SELECT ...")
         fmt = "JSON"
@@ -493,7 +510,7 @@ class LocalServer:
         try:
             return 200, self.store.query(verified.sql, fmt)
         except QueryError as exc:
-            raise _HTTPError(400, f"[Error] {exc}") from None
+            raise _HTTPError(400, f"[Error] {_client_error(str(exc))}") from None
 
     def list_datasources(
         self, h: BaseHTTPRequestHandler, params: dict[str, list[str]]
@@ -673,6 +690,22 @@ def _host_allowed(server: LocalServer, header: str | None) -> bool:
     return bind in ("", "0.0.0.0", "::")  # noqa: S104 - bound to every address: any of them
 
 
+def _target_error(h: BaseHTTPRequestHandler) -> str | None:
+    """Why the request's Host or target is ambiguous (None when it is not): Host given
+    more than once (a proxy and this server could each pick another), or an absolute-form
+    target (``GET http://name/...``) whose authority is not the Host header."""
+    hosts = h.headers.get_all("Host") or []
+    if len(hosts) > 1:
+        return "the Host header is given more than once"
+    if h.path.startswith("/") or h.path == "*":
+        return None
+    target = urlsplit(h.path)
+    host = hosts[0].strip().lower() if hosts else ""
+    if target.scheme.lower() != "http" or target.netloc.lower() != host or not host:
+        return "an absolute request target must name the Host header's host"
+    return None
+
+
 def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
     routes = {
         ("POST", "/v0/events"): server.events,
@@ -707,9 +740,20 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             self._dispatch()
 
+        def _unread_body(self) -> None:
+            """Only POST routes read a body: any other body must not be taken for the next
+            request on the connection (request smuggling), so the connection ends."""
+            lengths = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+            if self.command != "POST" and (lengths - {"0"} or "Transfer-Encoding" in self.headers):
+                self.close_connection = True
+
         def do_OPTIONS(self) -> None:  # a CORS preflight, for an allowed origin only
+            self._unread_body()
             origin = self.headers.get("Origin")
-            if not _host_allowed(server, self.headers.get("Host")):
+            if (error := _target_error(self)) is not None:
+                self.close_connection = True
+                self._answer(400, json.dumps({"error": error}).encode(), {})
+            elif not _host_allowed(server, self.headers.get("Host")):
                 self.close_connection = True
                 self._answer(421, b'{"error": "this server does not answer to that Host name"}', {})
             elif origin is not None and origin in server.allowed_origins:
@@ -725,6 +769,8 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
 
         def _check(self) -> None:
             """Host, Origin and body framing, before any route sees the request."""
+            if (error := _target_error(self)) is not None:
+                raise _HTTPError(400, error)
             if not _host_allowed(server, self.headers.get("Host")):
                 raise _HTTPError(421, "this server does not answer to that Host name; "
                                       "add it with --allowed-host")  # fmt: skip
@@ -745,6 +791,7 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             params = parse_qs(parts.query)
             route = routes.get((self.command, parts.path.rstrip("/")))
             headers: dict[str, str] = {}
+            self._unread_body()
             try:
                 self._check()
                 if route is None:

@@ -18,7 +18,10 @@ SELECT (WITH, UNION/INTERSECT/EXCEPT of SELECTs and subqueries allowed) or a
   one is refused until someone adds it here on purpose;
 * there is no ``INTO OUTFILE``, ``SETTINGS``, ``FORMAT`` (the server strips a trailing
   ``FORMAT X`` itself and passes it as the output format), query parameter or
-  placeholder, no ``IN <table>`` and no database-qualified column.
+  placeholder, no ``IN <table>`` (no name at all on the right of ``IN`` outside a
+  subquery, however bracketed: ClickHouse reads ``x IN ((system.one))`` as a table), no
+  database-qualified column and no column qualified by a name that is not a table,
+  alias or CTE of its (or an enclosing) SELECT, or a lambda parameter.
 
 What runs is not the user's text but SQL generated again from the verified tree
 (without comments); that text is parsed and verified a second time, must regenerate
@@ -312,14 +315,22 @@ class _Verifier:
         elif isinstance(node, e.Column):
             if node.args.get("db") or node.args.get("catalog"):
                 raise SqlRefusedError("database-qualified names are not allowed", 403)
+            qualifier = node.args.get("table")
+            if qualifier is not None and qualifier.name not in _names_in_scope(node, ctes):
+                raise SqlRefusedError(
+                    f"'{qualifier.name}' names no table of the query (use a datasource name "
+                    "or alias from its FROM or JOIN)"
+                )
         elif isinstance(node, e.In):
             if node.args.get("field") is not None or node.args.get("unnest") is not None:
                 raise SqlRefusedError("IN needs a list of values or a subquery, "
                                       "not a table name")  # fmt: skip
             if node.args.get("is_global"):
                 raise SqlRefusedError("GLOBAL IN is not allowed")
-            for item in node.expressions:
-                if isinstance(item, e.Column | e.Dot):
+            # ClickHouse strips brackets around a lone name on the right of IN and reads
+            # it as a table (``x IN ((system.one))``): no name there outside a subquery.
+            for item in [*node.expressions, node.args.get("query")]:
+                if item is not None and _has_name_outside_subquery(item):
                     raise SqlRefusedError("IN needs a list of values or a subquery, "
                                           "not a name")  # fmt: skip
         elif isinstance(node, e.Dot):
@@ -374,6 +385,39 @@ class _Verifier:
             node.set("db", e.to_identifier(self.database))
         elif db is None:
             raise SqlRefusedError("the query uses SQL this server cannot re-check")
+
+
+def _has_name_outside_subquery(node: _Node) -> bool:
+    """Whether ``node`` holds a column, dotted name or bare name not in a subquery."""
+    if isinstance(node, exp.Query | exp.Subquery):
+        return False  # checked as a query in its own right
+    if isinstance(node, exp.Column | exp.Dot | exp.Identifier | exp.Table | exp.Var):
+        return True
+    return any(_has_name_outside_subquery(child) for child in node.iter_expressions())
+
+
+def _names_in_scope(node: _Node, ctes: set[str]) -> set[str]:
+    """Table names a column qualifier may use where ``node`` is: every enclosing SELECT's
+    FROM and JOIN sources (name or alias; outer ones for correlated subqueries), the
+    query's CTEs, and the parameters of enclosing lambdas (``x -> x.a``)."""
+    names = set(ctes)
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, exp.Select):
+            sources = [parent.args.get("from_") or parent.args.get("from")]
+            sources += parent.args.get("joins") or []
+            for source in sources:
+                if source is None:
+                    continue
+                target = source.this
+                if isinstance(target, exp.Table) and isinstance(target.this, exp.Identifier):
+                    names.add(target.name)
+                if target is not None and target.alias:
+                    names.add(target.alias)
+        elif isinstance(parent, exp.Lambda):
+            names.update(p.name for p in parent.expressions)
+        parent = parent.parent
+    return names
 
 
 def _call_name(node: _Node) -> str | None:

@@ -160,11 +160,14 @@ class Store:
             max_server_memory = default_server_memory()
         self.max_server_memory = max_server_memory
         # One engine serves every session on the path: its first session sets the ceiling.
-        self._session = chdb_session.Session(
-            f"{self.data_dir}?max_server_memory_usage={int(max_server_memory)}"
-        )
+        self._chdb_session = chdb_session
+        self._session_path = f"{self.data_dir}?max_server_memory_usage={int(max_server_memory)}"
+        self._session = chdb_session.Session(self._session_path)
         #: Server-side limits of every SQL API query (mutable; LocalServer sets them).
         self.limits = QueryLimits()
+        # A chDB session runs one query at a time anyway; this lock also keeps a session
+        # from being replaced (after a failed query) while another thread uses it.
+        self._read_lock = threading.Lock()
         self._read_session, self._read_shared = self._open_read_session(chdb_session)
         self.datasources: dict[str, Datasource] = {}
         self._mappers: dict[str, RowMapper] = {}
@@ -192,13 +195,28 @@ class Store:
     # -- raw access -------------------------------------------------------------------
 
     def _run(self, sql: str, fmt: str = "CSV") -> bytes:
-        """Run one statement; caller holds the lock."""
+        """Run one statement; caller holds the lock.
+
+        A statement that fails may leave its partial output in the session, where the
+        next statement's answer would begin with it: the session is replaced by a fresh
+        one on the same data (callers rely on exactly one answer per call)."""
         try:
             result = self._session.query(sql, fmt)
         except Exception as exc:  # noqa: BLE001 - chDB raises its own error types
+            self._reopen_write_session()
             raise QueryError(_first_line(exc)) from None
         data = result.bytes() if hasattr(result, "bytes") else bytes(result)
         return bytes(data)
+
+    def _reopen_write_session(self) -> None:
+        """Replace the write session (caller holds the lock); the new one opens before
+        the old one closes, so the engine always has a session."""
+        old = self._session
+        self._session = self._chdb_session.Session(self._session_path)
+        if self._read_shared:
+            self._read_session = self._session
+        with contextlib.suppress(Exception):
+            old.close()
 
     def execute(self, sql: str, fmt: str = "CSV") -> bytes:
         self.drain()
@@ -544,12 +562,28 @@ class Store:
         """
         self.drain()  # rows accepted with wait=false become visible first
         text = f"{sql}\nSETTINGS {self.limits.settings_sql()}"
-        if self._read_shared:
-            with self.lock:
-                return self._run(text, fmt)
-        try:
-            result = self._read_session.query(text, fmt)
-        except Exception as exc:  # noqa: BLE001 - chDB raises its own error types
-            raise QueryError(_first_line(exc)) from None
-        data = result.bytes() if hasattr(result, "bytes") else bytes(result)
-        return bytes(data)
+        with self._read_lock:
+            if self._read_shared:  # no second session (or it could not be reopened)
+                with self.lock:
+                    return self._run(text, fmt)
+            try:
+                result = self._read_session.query(text, fmt)
+            except Exception as exc:  # noqa: BLE001 - chDB raises its own error types
+                # Its partial output would start the next query's answer (anyone's):
+                # a fresh session, opened as the first one was, serves the next read.
+                self._reopen_read_session()
+                raise QueryError(_first_line(exc)) from None
+            data = result.bytes() if hasattr(result, "bytes") else bytes(result)
+            return bytes(data)
+
+    def _reopen_read_session(self) -> None:
+        """Replace the read session (caller holds ``_read_lock``)."""
+        old = self._read_session
+        with self.lock:
+            try:
+                self._read_session, self._read_shared = self._open_read_session(self._chdb_session)
+            except QueryError:  # reads share the (fresh) write session from now on
+                self._read_session, self._read_shared = self._session, True
+        if old is not self._session:
+            with contextlib.suppress(Exception):
+                old.close()
