@@ -24,6 +24,9 @@ import time
 logger = logging.getLogger("tblog")
 logger.addHandler(logging.NullHandler())
 
+#: Threads whose log records tblog refuses (see ``tblog._sender.busy_threads``, the same dict).
+busy_threads: dict[int, bool] = {}
+
 _lock = threading.Lock()
 _last: dict[str, float] = {}
 _suppressed: dict[str, int] = {}
@@ -84,8 +87,16 @@ def tell(key: str, line: str) -> bool:
         stream = sys.stderr
         if stream is None:  # pythonw, or a daemon that closed it
             return False
-        stream.write(" ".join(line.split()) + "\n")
-        stream.flush()
+        ident = threading.get_ident()
+        guard = ident not in busy_threads  # a stderr redirected into logging refuses it
+        if guard:
+            busy_threads[ident] = True
+        try:
+            stream.write(" ".join(line.split()) + "\n")
+            stream.flush()
+        finally:
+            if guard:
+                busy_threads.pop(ident, None)
     except Exception:  # noqa: BLE001 - a closed or broken stderr must never break the sender
         return False
     return True

@@ -161,10 +161,26 @@ def _pass() -> Iterator[None]:
 
 
 def _after_fork_in_child() -> None:
-    global _deadline, _left, _in_pass, _sigterm_waits, _handler_began, _claim
+    global _deadline, _left, _in_pass, _sigterm_waits, _handler_began, _claim, _sigterm_pid
     _deadline = _left = None
     _in_pass = _sigterm_waits = False
     _handler_began, _claim = threading.Event(), threading.Lock()
+    if _wakeup:
+        # A child forked by a pool worker (its task ran os.fork()) inherits the worker's
+        # SIGTERM hook, but not its watchdog thread: its SIGTERM would wake the parent's
+        # watchdog through the shared socket, which would end the parent.  The child starts
+        # with SIGTERM as it was before tblog (it hooks again if it becomes a pool worker).
+        # (A SIGTERM that reaches the child in the microseconds before this hook runs still
+        # wakes the parent's watchdog.)
+        with contextlib.suppress(Exception):
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.set_wakeup_fd(-1)
+        for sock in _wakeup:
+            with contextlib.suppress(Exception):
+                sock.close()
+        _wakeup.clear()
+        _sigterm_pid = 0
 
 
 def on_sender_start() -> None:
@@ -241,7 +257,7 @@ def _hook_sigterm() -> None:
         reader.close()
         writer.close()
         return
-    _wakeup.append(writer)  # open for as long as CPython writes to it
+    _wakeup.extend((writer, reader))  # open for as long as CPython writes to it
     _sigterm_pid = pid
 
 
@@ -255,6 +271,8 @@ def _watch(reader: socket.socket) -> None:
             return
         if not data:
             return
+        if signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+            return  # the application's handler now: SIGTERM is its to decide, not ours
         if signal.SIGTERM not in data or _handler_began.wait(_HANDLER_GRACE) or _in_pass:
             continue
         if _claim.acquire(blocking=False):

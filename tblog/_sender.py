@@ -108,8 +108,10 @@ SHUTDOWN_TIMEOUT = _Default.SHUTDOWN_TIMEOUT
 #: itself) and any thread inside a tblog producer right now (a ``__str__`` that logs while its
 #: record is being snapshotted is refused, not looped on).  One mapping for both, so the hot
 #: path asks one question; entering and leaving is a dict store and delete (cheaper than a
-#: ``threading.local`` write or a set method call).  Emptied in a forked child.
-busy_threads: dict[int, bool] = {}
+#: ``threading.local`` write or a set method call).  Emptied in a forked child.  (It lives in
+#: ``_diag``, whose stderr line is written under it: a stderr that the application redirects
+#: into logging, as Celery's workers do, must not feed tblog's own lines back to it.)
+busy_threads = _diag.busy_threads
 
 
 #: One lock per process for ``after_fork_in_child``, made in that process.
@@ -771,13 +773,18 @@ class Channel:
             batch.first_try = now
         self.breaker.before_request(now)
         out = InFlight(batch, body, now, now + timeout, self.flushes)
-        thread = threading.Thread(
-            target=self._post, args=(out, transport, timeout), name="tblog-request", daemon=True
-        )
-        self.inflight = out
-        try:
-            thread.start()
-        except RuntimeError:  # interpreter shutdown: no new thread; send from this one
+        thread: threading.Thread | None = None
+        if _runtime.thread_allowed():  # not in a uWSGI master that forks without hooks
+            thread = threading.Thread(
+                target=self._post, args=(out, transport, timeout), name="tblog-request",
+                daemon=True,
+            )  # fmt: skip
+            self.inflight = out
+            try:
+                thread.start()
+            except RuntimeError:  # interpreter shutdown: no new thread
+                thread = None
+        if thread is None:  # send from this thread (a flush() where no thread may run)
             self.inflight = None
             if _lifecycle._deadline is not None:  # in an exit pass (3.12.0-3.12.2 refuse
                 # threads from threading._shutdown on): nothing aborts this request, so it
@@ -1114,11 +1121,11 @@ class Sender:
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        parent_thread: int | None = getattr(self, "thread_ident", None)
-        if parent_thread is not None:
-            # A fork: the parent's sender thread is no thread here, and a thread of this
-            # process may get its ident (a fork that skipped the at-fork hooks, e.g. uWSGI's).
-            busy_threads.pop(parent_thread, None)
+        if getattr(self, "pid", None) is not None:
+            # A fork: the parent's threads (its sender thread, its request threads) are no
+            # threads here, and a thread of this process may get one of their idents (a
+            # fork that skipped the at-fork hooks, e.g. uWSGI's).  Every mark is the parent's.
+            busy_threads.clear()
         self.thread: threading.Thread | None = None
         self.thread_ident: int | None = None
         self._make_primitives()
@@ -1361,12 +1368,14 @@ class Sender:
         finally:
             self.stopping = True
             self.wake.set()
+            # What follows waits only for what is left of the budget (a little at least):
+            # the exit stays within shutdown_timeout, give or take a few tens of ms.
             thread = self.thread
             if thread is not None and thread is not threading.current_thread():
-                thread.join(0.5)
+                thread.join(min(0.5, self._slack()))
             # The thread may still be in a pass (a slow encode, a spool write): what is left
             # is counted once that pass is over, never while it moves batches around.
-            served = self.service_lock.acquire(timeout=SHUTDOWN_LOCK_WAIT)
+            served = self.service_lock.acquire(timeout=min(SHUTDOWN_LOCK_WAIT, self._slack()))
             try:
                 for ch in channels:
                     if served:
@@ -1378,10 +1387,14 @@ class Sender:
                     self.service_lock.release()
             self.transport.close()
 
+    def _slack(self) -> float:
+        """What is left of shutdown's deadline, and never less than a short wait."""
+        return max(0.05, self.deadline - time.monotonic())
+
     def _settle_at_exit(self, ch: Channel, timeout: float) -> None:
         """The end of shutdown (service lock held): spool or count what is left of ``ch``."""
         with contextlib.suppress(Exception):  # a request still out ends now (bounded)
-            ch.abandon_request(0.2)
+            ch.abandon_request(min(0.2, self._slack()))
             ch._collect()
         with contextlib.suppress(Exception):
             ch.spool_remaining()
@@ -1429,11 +1442,6 @@ def flush(timeout: float | _Default | None = SHUTDOWN_TIMEOUT) -> bool:
     ``flush(None)`` waits without a limit.
     """
     return _sender.flush(timeout)
-
-
-def _at_exit() -> None:
-    """The last pass at exit (see ``tblog._lifecycle``, which registers it and the others)."""
-    _lifecycle.last_pass()
 
 
 if hasattr(os, "register_at_fork"):

@@ -253,7 +253,7 @@ class TinybirdLoggingHandler(logging.Handler):
                     except Exception:  # noqa: BLE001 - bad %-args must not lose the record
                         msg = get_message(record)
                     finally:
-                        del busy_threads[ident]
+                        busy_threads.pop(ident, None)  # (a fork's reset may have run)
                     snap["msg"] = msg
                     snap["args"] = arg = None
                 ctx = snap.get(CTX_ATTR)
@@ -270,7 +270,7 @@ class TinybirdLoggingHandler(logging.Handler):
                 try:
                     snap, size = snapshot(record, self._fmt_kind, formatter, self._keep_args)
                 finally:
-                    del busy_threads[ident]
+                    busy_threads.pop(ident, None)  # (a fork's reset may have run)
             self._put(snap, size, record.process)
         except Exception:  # noqa: BLE001 - never raise into the application
             self.handleError(record)

@@ -408,3 +408,61 @@ def test_celery_prefork_children_deliver_before_they_retire(
             os.killpg(worker.pid, signal.SIGKILL)
             output, _ = worker.communicate()
     assert delivered == [(i, j) for i in range(5) for j in range(50)], output
+
+
+# -- the SIGTERM hook stays the pool worker's own --------------------------------------------
+
+
+def _task_that_forks_and_terminates_its_child(i: int) -> int:
+    _pool_task(i)  # the sender starts: tblog hooks SIGTERM in this pool worker
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child inherits the hook, not the watchdog: SIGTERM must end only it
+        os.write(ready_w, b"x")  # (its at-fork hooks have run)
+        time.sleep(30)
+        os._exit(0)
+    os.read(ready_r, 1)
+    os.kill(pid, signal.SIGTERM)
+    os.waitpid(pid, 0)
+    time.sleep(1.0)  # the watchdog's grace, four times over: the worker is still here
+    return os.getpid()
+
+
+_app_sigterms: list[int] = []
+
+
+def _setup_then_the_app_takes_sigterm(url: str, token: str) -> None:
+    _pool_setup(url, token)
+    logging.getLogger("pool.worker").info("task 0 record 0")  # tblog hooks SIGTERM here
+    signal.signal(signal.SIGTERM, lambda signum, frame: _app_sigterms.append(signum))
+
+
+def _task_that_signals_itself(i: int) -> list[int]:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(1.0)
+    return list(_app_sigterms)
+
+
+@POSIX_ONLY
+@pytest.mark.skipif("fork" not in METHODS, reason="needs the fork start method")
+def test_a_child_forked_by_a_pool_worker_is_terminated_alone(events_api: EventsAPI) -> None:
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1, _pool_setup, (events_api.url, events_api.token)) as pool:
+        worker = pool.apply_async(_task_that_forks_and_terminates_its_child, (1,)).get(20)
+        assert worker == pool._pool[0].pid  # type: ignore[attr-defined]
+        pool.close()
+        pool.join()
+    assert _delivered(events_api) == [(1, j) for j in range(50)]
+
+
+@POSIX_ONLY
+@pytest.mark.skipif("fork" not in METHODS, reason="needs the fork start method")
+def test_a_sigterm_handler_the_application_set_later_is_left_to_decide(
+    events_api: EventsAPI,
+) -> None:
+    ctx = multiprocessing.get_context("fork")
+    setup = (events_api.url, events_api.token)
+    with ctx.Pool(1, _setup_then_the_app_takes_sigterm, setup) as pool:
+        assert pool.apply_async(_task_that_signals_itself, (1,)).get(20) == [signal.SIGTERM]
+        pool.close()
+        pool.join()

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ import pytest
 
 import tblog
 from tblog import _runtime
-from tests.eventsapi import EventsAPI
+from tests.eventsapi import BlackHole, EventsAPI
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -367,3 +368,39 @@ def test_a_uwsgi_master_starts_no_thread_and_says_why_once(
         monkeypatch.delitem(sys.modules, "uwsgi")
         _runtime.reset()
     assert _runtime.thread_allowed() is True
+
+
+UWSGI_MASTER_FLUSH = textwrap.dedent(
+    """
+    import logging, sys, threading, types
+    uwsgi = types.ModuleType("uwsgi")  # a uWSGI master that forks without at-fork hooks
+    uwsgi.opt = {"master": True, "processes": b"4"}
+    uwsgi.worker_id = lambda: 0
+    uwsgi.mule_id = lambda: 0
+    sys.modules["uwsgi"] = uwsgi
+    import tblog
+    handler = tblog.TinybirdLoggingHandler(
+        sys.argv[1], "p.tok", "master", timeout=0.5, shutdown_timeout=1
+    )
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("app").info("from the master, at import")
+    tblog.flush(0.2)  # what the README asks for at the end of the WSGI module
+    print(sorted(t.name for t in threading.enumerate()))  # uWSGI forks its workers now
+    """
+)
+
+
+def test_a_flush_in_a_uwsgi_master_leaves_no_thread_running() -> None:
+    # A thread running when uWSGI forks left the workers stuck: not the sender's, and not a
+    # request's either (the flush sends from the calling thread, within the request timeout).
+    hole = BlackHole()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", UWSGI_MASTER_FLUSH, hole.url],
+            capture_output=True, text=True, timeout=60, check=False, env=_env(),
+        )  # fmt: skip
+    finally:
+        hole.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['MainThread']", done.stdout

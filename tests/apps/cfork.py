@@ -48,7 +48,14 @@ def reused_burst(who: str) -> None:
     """Log as a thread with the ident of the parent's sender thread: this one, when the ident
     was reused, or else as if it were (alive, it keeps the child's sender from that ident)."""
     if threading.get_ident() != sender_ident:
-        tblog.handlers._get_ident = lambda: sender_ident
+        # Made to look so only while no live thread of this child has that ident: the child's
+        # own sender thread may get it (glibc reuses the parent's thread stacks), and then no
+        # other thread can have it.
+        def looks_reused() -> int:
+            child_sender = get_sender().thread_ident
+            return real_get_ident() if child_sender == sender_ident else sender_ident
+
+        tblog.handlers._get_ident = looks_reused
     try:
         burst(who)
     finally:
