@@ -376,10 +376,10 @@ def _spool_until(handler: Any, n: int) -> None:
     assert handler.stats()["spooled"] == n
 
 
-def test_segments_written_before_the_disk_filled_up_are_still_replayed(
-    events_api: EventsAPI, make_handler: Any, logger: logging.Logger, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+def _ten_spooled_in_an_outage(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger, tmp_path: Path
+) -> Any:
+    """A handler whose 10 records wait on disk (two segments), the endpoint still down."""
     events_api.fault = lambda req: Fault(status=503)
     handler = make_handler(
         spool_dir=str(tmp_path), batch_size=5, circuit_breaker_threshold=1,
@@ -389,6 +389,14 @@ def test_segments_written_before_the_disk_filled_up_are_still_replayed(
     for i in range(10):
         logger.info("spooled %d", i)
     _spool_until(handler, 10)
+    return handler
+
+
+def test_segments_written_before_the_disk_filled_up_are_still_replayed(
+    events_api: EventsAPI, make_handler: Any, logger: logging.Logger, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    handler = _ten_spooled_in_an_outage(events_api, make_handler, logger, tmp_path)
     monkeypatch.setattr(_spool, "os", _FaultyOS({"open": errno.ENOSPC}))  # no new segment
     for i in range(5):
         logger.info("in memory %d", i)
@@ -441,15 +449,7 @@ def test_a_read_only_spool_strands_its_segments_and_flush_none_returns(
     events_api: EventsAPI, make_handler: Any, logger: logging.Logger, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    events_api.fault = lambda req: Fault(status=503)
-    handler = make_handler(
-        spool_dir=str(tmp_path), batch_size=5, circuit_breaker_threshold=1,
-        circuit_breaker_reset=3600, **FAST,
-    )  # fmt: skip
-    logger.addHandler(handler)
-    for i in range(10):
-        logger.info("spooled %d", i)
-    _spool_until(handler, 10)
+    handler = _ten_spooled_in_an_outage(events_api, make_handler, logger, tmp_path)
     read_only = dict.fromkeys(("open", "rename", "replace", "unlink", "truncate"), errno.EROFS)
     monkeypatch.setattr(_spool, "os", _FaultyOS(read_only))
     events_api.fault = None

@@ -47,17 +47,20 @@ def _tenant_token(server: LocalServer) -> str:
     return server.create_token("tenant", ["DATASOURCES:APPEND:tb_logs"], row_filter=TENANT_FILTER)
 
 
-def _raw(server: LocalServer, request: bytes, timeout: float = 10.0) -> bytes:
-    """Send ``request`` on a new connection; everything the server answers until it closes."""
+def _raw(
+    server: LocalServer, request: bytes, timeout: float = 10.0, idle: float | None = None
+) -> bytes:
+    """Send ``request`` on a new connection; everything the server answers until it closes
+    (or, with ``idle``, until it has sent nothing for that long: a kept-alive connection)."""
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(request)
+        if idle is not None:
+            sock.settimeout(idle)
         out = b""
-        try:
+        with contextlib.suppress(ConnectionResetError if idle is None else OSError):
             while chunk := sock.recv(65536):
                 out += chunk
-        except ConnectionResetError:
-            pass
     return out
 
 
@@ -565,14 +568,7 @@ def test_a_get_body_is_not_read_as_a_second_request(server: LocalServer) -> None
     request = _request(
         server, "GET", "/v0/sql?q=SELECT+1", f"Content-Length: {len(smuggled)}\r\n", smuggled
     )
-    host, port = server.url.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(request)
-        sock.settimeout(2)
-        out = b""
-        with contextlib.suppress(OSError):
-            while chunk := sock.recv(65536):
-                out += chunk
+    out = _raw(server, request, idle=2)
     assert _responses(out) == 1, out[:500]
     assert _status(out) == 200
 
@@ -623,12 +619,5 @@ def test_an_unread_body_never_becomes_a_request(
         f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"
         f"Authorization: Bearer {server.admin_token}\r\nContent-Length: {len(smuggled)}\r\n\r\n"
     ).encode() + smuggled
-    host_, port = server.url.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host_, int(port)), timeout=10) as sock:
-        sock.sendall(request)
-        sock.settimeout(2)
-        out = b""
-        with contextlib.suppress(OSError):
-            while chunk := sock.recv(65536):
-                out += chunk
+    out = _raw(server, request, idle=2)
     assert _responses(out) == 1, out[:500]

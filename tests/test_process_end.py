@@ -215,25 +215,17 @@ EVERY_TASK = [(i, j) for i in range(10) for j in range(50)]
 @POSIX_ONLY
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
-def test_pool_workers_that_retire_after_each_task_deliver(
-    events_api: EventsAPI, method: str
+@pytest.mark.parametrize(
+    "maxtasksperchild", [1, None], ids=["retiring after each task", "long-lived"]
+)
+def test_pool_workers_deliver_when_they_retire_and_when_the_pool_closes(
+    events_api: EventsAPI, method: str, maxtasksperchild: int | None
 ) -> None:
+    # Workers that retire (maxtasksperchild) end after each task; long-lived ones end at
+    # close()/join() with their last flush_interval of records still buffered.
     ctx = multiprocessing.get_context(method)
-    pool = ctx.Pool(2, _pool_setup, (events_api.url, events_api.token), maxtasksperchild=1)
-    assert pool.map(_pool_task, range(10)) == list(range(10))
-    pool.close()
-    pool.join()
-    assert _delivered(events_api) == EVERY_TASK
-
-
-@POSIX_ONLY
-@pytest.mark.slow
-@pytest.mark.parametrize("method", METHODS)
-def test_long_lived_pool_workers_deliver_their_last_records(
-    events_api: EventsAPI, method: str
-) -> None:
-    ctx = multiprocessing.get_context(method)
-    pool = ctx.Pool(2, _pool_setup, (events_api.url, events_api.token))
+    setup = (events_api.url, events_api.token)
+    pool = ctx.Pool(2, _pool_setup, setup, maxtasksperchild=maxtasksperchild)
     assert pool.map(_pool_task, range(10)) == list(range(10))
     pool.close()
     pool.join()
