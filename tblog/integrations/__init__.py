@@ -1,4 +1,5 @@
-"""Web framework integrations: one event per request and a trace id for every log line in it.
+"""Integrations: web frameworks (one event per request, a trace id for every log line in it)
+and Celery's prefork pool.
 
 Each framework has its own module, imported on its own (importing this package
 imports no framework):
@@ -11,6 +12,10 @@ imports no framework):
 They log through the standard ``logging`` module (the ``http.requests`` logger by
 default), so a ``TinybirdLoggingHandler`` on that logger or on the root logger
 ships the request events together with the application's own log lines.
+
+``tblog.integrations.celery.connect()`` delivers what a Celery prefork child logged
+before billiard ends it with ``os._exit``; tblog connects it by itself once Celery is
+loaded, so nothing is to be configured.
 """
 
 from __future__ import annotations
