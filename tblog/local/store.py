@@ -19,7 +19,7 @@ import importlib
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,18 @@ def sql_string(value: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
+def _answer(session: Any, sql: str, fmt: str, reopen: Callable[[], None]) -> bytes:
+    """``session``'s answer to ``sql``; when it fails, ``reopen()`` replaces the session (its
+    partial output must not begin the next answer) and a ``QueryError`` is raised."""
+    try:
+        result = session.query(sql, fmt)
+    except Exception as exc:  # noqa: BLE001 - chDB raises its own error types
+        reopen()
+        raise QueryError(_first_line(exc)) from None
+    data = result.bytes() if hasattr(result, "bytes") else bytes(result)
+    return bytes(data)
 
 
 @dataclass
@@ -200,13 +212,7 @@ class Store:
         A statement that fails may leave its partial output in the session, where the
         next statement's answer would begin with it: the session is replaced by a fresh
         one on the same data (callers rely on exactly one answer per call)."""
-        try:
-            result = self._session.query(sql, fmt)
-        except Exception as exc:  # noqa: BLE001 - chDB raises its own error types
-            self._reopen_write_session()
-            raise QueryError(_first_line(exc)) from None
-        data = result.bytes() if hasattr(result, "bytes") else bytes(result)
-        return bytes(data)
+        return _answer(self._session, sql, fmt, self._reopen_write_session)
 
     def _reopen_write_session(self) -> None:
         """Replace the write session (caller holds the lock); the new one opens before
@@ -566,15 +572,9 @@ class Store:
             if self._read_shared:  # no second session (or it could not be reopened)
                 with self.lock:
                     return self._run(text, fmt)
-            try:
-                result = self._read_session.query(text, fmt)
-            except Exception as exc:  # noqa: BLE001 - chDB raises its own error types
-                # Its partial output would start the next query's answer (anyone's):
-                # a fresh session, opened as the first one was, serves the next read.
-                self._reopen_read_session()
-                raise QueryError(_first_line(exc)) from None
-            data = result.bytes() if hasattr(result, "bytes") else bytes(result)
-            return bytes(data)
+            # A failed query's partial output would start the next answer (anyone's): a
+            # fresh session, opened as the first one was, serves the next read.
+            return _answer(self._read_session, text, fmt, self._reopen_read_session)
 
     def _reopen_read_session(self) -> None:
         """Replace the read session (caller holds ``_read_lock``)."""
