@@ -88,7 +88,7 @@ def _tblog(url: str, burst: int) -> Built:
 
 def _tblog_zlib(url: str, burst: int) -> Built:
     """tblog without the ``speedups`` extra: request bodies gzipped by the stdlib's zlib."""
-    from tblog import _encode
+    from tblog._event import encode as _encode
 
     _encode._fast_gzip = None  # this child process only (end-to-end rows run one each)
     return _tblog(url, burst)

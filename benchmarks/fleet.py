@@ -1,6 +1,6 @@
 """Fleet simulation: many tblog senders against one endpoint limited to 100 requests/s.
 
-Each simulated process is a real ``tblog._sender.Sender`` (its own thread, connection pool
+Each simulated process is a real ``tblog._delivery.sender.Sender`` (its own thread, connection pool
 and pacing state) with one channel, fed at a steady rate.  The loopback server enforces
 Tinybird's per-datasource limit with fixed one-second windows: it answers 429 with
 ``Retry-After`` once a window's budget is spent, and sends ``X-RateLimit-Limit``,
@@ -26,10 +26,10 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from benchmarks.sink import JSONHandler
-from tblog import _breaker
 from tblog._config import Options
-from tblog._encode import dumps
-from tblog._sender import Channel, Sender, line_size
+from tblog._delivery import breaker as _breaker
+from tblog._delivery.sender import Channel, Sender, line_size
+from tblog._event.encode import dumps
 
 TOKEN = "p.fleet-token-0123456789abcdef"
 

@@ -2,7 +2,7 @@
 
 It accounts for the distance between the two end-to-end rows of tblog: the same lines of the
 benchmark's call, encoded by tblog's ``EventBuilder`` and compressed chunk by chunk at level 1
-as the sender does (``tblog._encode.gzip_lines``), in caller-thread CPU per event over a
+as the sender does (``tblog._event.encode.gzip_lines``), in caller-thread CPU per event over a
 ``NullHandler`` call made in the same rounds (medians of interleaved rounds).  Also zlib's
 two faster strategies, to show why level 1 is the floor.  ``python -m benchmarks.gzip_cost``
 prints the table alone.
@@ -17,8 +17,8 @@ import zlib
 from collections.abc import Callable
 
 from benchmarks import core
-from tblog import _encode
-from tblog._event import FMT_NONE, EventBuilder, snapshot
+from tblog._event import encode as _encode
+from tblog._event.build import FMT_NONE, EventBuilder, snapshot
 
 EVENTS = 2_000  # a batch at the default batch_size
 

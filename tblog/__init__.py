@@ -6,8 +6,8 @@ module is internal and may change without notice.
 
 from __future__ import annotations
 
-from tblog._runtime import flushing
-from tblog._sender import flush
+from tblog._delivery.runtime import flushing
+from tblog._delivery.sender import flush
 from tblog._version import __version__
 from tblog.context import (
     bind,

@@ -24,7 +24,8 @@ import time
 logger = logging.getLogger("tblog")
 logger.addHandler(logging.NullHandler())
 
-#: Threads whose log records tblog refuses (see ``tblog._sender.busy_threads``, the same dict).
+#: Threads whose log records tblog refuses (the same dict as
+#: ``tblog._delivery.sender.busy_threads``).
 busy_threads: dict[int, bool] = {}
 
 _lock = threading.Lock()

@@ -30,11 +30,11 @@ import requests
 
 from tblog import _diag
 from tblog._config import Options, resolve_api_url, resolve_token
+from tblog._delivery.retry import retry_delay
+from tblog._delivery.transport import RETRYABLE_STATUS, parse_retry_after
+from tblog._event.redact import build_redactor
+from tblog._event.rows import RowChannel
 from tblog._http import session_for
-from tblog._redact import build_redactor
-from tblog._retry import retry_delay
-from tblog._rows import RowChannel
-from tblog._transport import RETRYABLE_STATUS, parse_retry_after
 
 __all__ = ["API", "APIError", "AsyncAPI", "AsyncDatasource", "Datasource"]
 

@@ -21,9 +21,9 @@ from types import TracebackType
 from typing import Any
 
 from tblog._config import Options
-from tblog._event import iso_utc, new_event_id
-from tblog._redact import build_redactor
-from tblog._rows import RowChannel, json_text
+from tblog._event.build import iso_utc, new_event_id
+from tblog._event.redact import build_redactor
+from tblog._event.rows import RowChannel, json_text
 
 __all__ = ["Tracker"]
 

@@ -16,8 +16,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 from tblog import _config, context
-from tblog._encode import dumps, to_text
-from tblog._event import (
+from tblog._event.build import (
     CTX_ATTR,
     HOSTNAME,
     STANDARD_ATTRS,
@@ -25,6 +24,7 @@ from tblog._event import (
     iso_utc,
     new_event_id,
 )
+from tblog._event.encode import dumps, to_text
 
 __all__ = ["TinybirdJsonFormatter"]
 

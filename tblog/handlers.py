@@ -27,9 +27,18 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from tblog import _config, _diag, _lifecycle, context
-from tblog._encode import jsonable
-from tblog._event import (
+from tblog import _config, _diag, context
+from tblog._delivery import lifecycle as _lifecycle
+from tblog._delivery.sender import (
+    SHUTDOWN_TIMEOUT,
+    Channel,
+    _Default,
+    busy_threads,
+    get_sender,
+    holds_logging_lock,
+    still_busy,
+)
+from tblog._event.build import (
     BASE_ATTRS,
     CTX_ATTR,
     DEFERRABLE,
@@ -47,17 +56,9 @@ from tblog._event import (
     snapshot,
     snapshot_size,
 )
+from tblog._event.encode import jsonable
+from tblog._event.redact import build_redactor
 from tblog._queues import fast_put, take_all
-from tblog._redact import build_redactor
-from tblog._sender import (
-    SHUTDOWN_TIMEOUT,
-    Channel,
-    _Default,
-    busy_threads,
-    get_sender,
-    holds_logging_lock,
-    still_busy,
-)
 
 __all__ = ["TinybirdLoggingHandler", "TinybirdLoggingQueueHandler", "TinybirdQueueListener"]
 
@@ -545,7 +546,7 @@ _queue_handlers: weakref.WeakSet[TinybirdLoggingQueueHandler] = weakref.WeakSet(
 
 
 def _stop_listeners(seconds: float) -> None:
-    """The last exit pass (``tblog._lifecycle``): queued records reach the sender's buffers
+    """The last exit pass (``tblog._delivery.lifecycle``): queued records reach the sender's buffers
     before its final delivery, within the exit budget."""
     deadline = time.monotonic() + seconds
     for listener in list(_listeners):
@@ -557,7 +558,7 @@ def _stop_listeners(seconds: float) -> None:
 
 
 def _drain_process_queues(seconds: float) -> None:
-    """The first exit pass (``tblog._lifecycle``): listeners on ``multiprocessing`` queues
+    """The first exit pass (``tblog._delivery.lifecycle``): listeners on ``multiprocessing`` queues
     handle what is queued now, before ``multiprocessing``'s exit function closes the queues
     under them.  A queue handler of this process then buffers its records directly, so what
     is logged later (by non-daemon threads, by atexit hooks) is not left on a queue that

@@ -34,18 +34,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from tblog import _config, _diag, context
-from tblog._encode import dumps, shrink_event, to_text
-from tblog._event import (
-    CTX_ATTR,
-    HOSTNAME,
-    ExcInfo,
-    exc_of,
-    extras_of,
-    iso_utc,
-    new_event_id,
-)
-from tblog._redact import build_redactor
-from tblog._sender import (
+from tblog._delivery.sender import (
     SHUTDOWN_TIMEOUT,
     Channel,
     _Default,
@@ -54,6 +43,17 @@ from tblog._sender import (
     holds_logging_lock,
     still_busy,
 )
+from tblog._event.build import (
+    CTX_ATTR,
+    HOSTNAME,
+    ExcInfo,
+    exc_of,
+    extras_of,
+    iso_utc,
+    new_event_id,
+)
+from tblog._event.encode import dumps, shrink_event, to_text
+from tblog._event.redact import build_redactor
 
 try:
     import structlog as _structlog

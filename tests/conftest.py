@@ -11,7 +11,7 @@ import pytest
 
 import tblog
 from tblog import _diag
-from tblog._sender import get_sender
+from tblog._delivery.sender import get_sender
 from tests.eventsapi import EventsAPI
 
 for _var in ("TB_API_URL", "TB_HOST", "TB_WRITE_TOKEN", "TB_TOKEN", "TINYBIRD_TOKEN"):

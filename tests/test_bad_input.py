@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import tblog
-from tblog._encode import dumps, jsonable
+from tblog._event.encode import dumps, jsonable
 from tests.eventsapi import EventsAPI
 
 

@@ -145,7 +145,7 @@ REDIRECTED = textwrap.dedent(
     """
     import json, logging, sys
     import tblog
-    from tblog import _lifecycle
+    from tblog._delivery import lifecycle as _lifecycle
 
     class StderrIntoLogging:  # what Celery's worker_redirect_stdouts makes of sys.stderr
         def write(self, text):

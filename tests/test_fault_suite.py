@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tblog import _diag
-from tblog._sender import Batch, get_sender
+from tblog._delivery.sender import Batch, get_sender
 from tests.eventsapi import BlackHole, EventsAPI, Fault, Request
 
 FAST = {"retry_base_delay": 0.01, "retry_max_delay": 0.05}

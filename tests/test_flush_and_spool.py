@@ -24,11 +24,12 @@ from typing import Any
 import pytest
 
 import tblog
-from tblog import _diag, _spool
+from tblog import _diag
 from tblog._config import Options
-from tblog._event import EventBuilder, snapshot
-from tblog._sender import Channel, Sender, line_size
-from tblog._spool import Spool
+from tblog._delivery import spool as _spool
+from tblog._delivery.sender import Channel, Sender, line_size
+from tblog._delivery.spool import Spool
+from tblog._event.build import EventBuilder, snapshot
 from tests.eventsapi import EventsAPI, Fault, free_port_refusing
 
 FAST = {"retry_base_delay": 0.01, "retry_max_delay": 0.05}
@@ -353,7 +354,7 @@ def test_a_signal_handler_logging_into_a_full_buffer_never_deadlocks() -> None:
 
 
 class _FaultyOS:
-    """``os`` as tblog._spool sees it, with some calls failing as on a full or read-only disk."""
+    """``os`` as tblog._delivery.spool sees it, some calls failing (a full or read-only disk)."""
 
     def __init__(self, failing: dict[str, int]) -> None:
         self.failing = failing  # call name -> errno

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import tblog
-from tblog import _encode
+from tblog._event import encode as _encode
 from tests.eventsapi import EventsAPI
 
 

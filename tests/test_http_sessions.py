@@ -20,8 +20,8 @@ import pytest
 
 import tblog
 from tblog import cli
-from tblog._cli_http import ApiClient
 from tblog._sql import SqlClient
+from tblog.cli.http import ApiClient
 from tblog.query import QueryClient
 from tblog.series import Client, DataPoint
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tblog import cli
-from tblog.cli_read import bar_chart, parse_time
+from tblog.cli.read import bar_chart, parse_time
 from tblog.local.server import LocalServer
 from tblog.series import Client, DataPoint
 from tests.localserver import event, ndjson, post, serve

@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 import tblog
-from tblog._redact import REDACTED, Redactor
+from tblog._event.redact import REDACTED, Redactor
 from tblog.structlog import TinybirdProcessor
 from tests.eventsapi import EventsAPI
 

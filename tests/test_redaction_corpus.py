@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tblog._redact import REDACTED, Redactor
+from tblog._event.redact import REDACTED, Redactor
 
 CORPUS = Path(__file__).resolve().parent / "data" / "redaction_corpus.jsonl"
 

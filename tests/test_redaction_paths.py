@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 import tblog
-from tblog._redact import REDACTED
+from tblog._event.redact import REDACTED
 from tests.eventsapi import EventsAPI
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJ1IjoiYWJjIn0.c2lnbmF0dXJlLXRleHQ"

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 import tblog
-from tblog import _runtime
+from tblog._delivery import runtime as _runtime
 from tests.eventsapi import BlackHole, EventsAPI
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tblog._event import EventBuilder, snapshot
-from tblog._spool import Spool
+from tblog._delivery.spool import Spool
+from tblog._event.build import EventBuilder, snapshot
 from tests.eventsapi import EventsAPI, Fault, free_port_refusing
 
 FAST = {"retry_base_delay": 0.01, "retry_max_delay": 0.05}

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tblog import _sender
-from tblog._sender import get_sender
+from tblog._delivery import sender as _sender
+from tblog._delivery.sender import get_sender
 from tests.eventsapi import EventsAPI
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tblog import _transport
 from tblog._config import resolve_api_url, resolve_target
-from tblog._sender import get_sender
+from tblog._delivery import transport as _transport
+from tblog._delivery.sender import get_sender
 from tests.eventsapi import BlackHole, EventsAPI, Fault, Request, free_port_refusing
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ Celery's prefork pool (billiard) retires a child (``--max-tasks-per-child``,
 ``--max-memory-per-child``, a pool shrink, a warm shutdown) by calling ``os._exit``:
 no ``atexit`` hook runs there, so records still buffered would be lost.  Billiard sends
 Celery's ``worker_process_shutdown`` signal in the child just before; tblog's receiver runs
-the last exit pass (``tblog._lifecycle.last_pass``): delivery within the handlers'
+the last exit pass (``tblog._delivery.lifecycle.last_pass``): delivery within the handlers'
 ``shutdown_timeout``, the rest counted as dropped.
 
 Nothing to configure: tblog calls ``connect()`` itself when its sender starts in a process
@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from tblog import _lifecycle
+from tblog._delivery import lifecycle as _lifecycle
 
 __all__ = ["connect"]
 

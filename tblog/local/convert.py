@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tblog._encode import dumps
+from tblog._event.encode import dumps
 from tblog.local.datafile import Column, Datasource
 
 __all__ = ["RowMapper", "to_text"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tblog._encode import dumps
+from tblog._event.encode import dumps
 from tblog.local.convert import RowMapper, to_text
 from tblog.local.datafile import _QUARANTINE_OWN, Column, Datasource, quote_identifier
 

@@ -20,7 +20,7 @@ import threading
 
 import tblog
 import tblog.handlers
-from tblog._sender import get_sender
+from tblog._delivery.sender import get_sender
 
 url, token, children, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 racing = sys.argv[5:] == ["race"]

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING
 from tblog import _diag
 
 if TYPE_CHECKING:
-    from tblog._sender import Sender
+    from tblog._delivery.sender import Sender
 
 _sender: Sender | None = None
 _deadline: float | None = None  # monotonic end of the exit budget, while its clock runs
@@ -67,7 +67,7 @@ _HANDLER_GRACE = 0.25  # seconds the watchdog gives the main thread to begin the
 
 
 def install(sender: Sender) -> None:
-    """Hook the ends of the process for ``sender`` (once, when ``tblog._sender`` loads)."""
+    """Hook the ends of the process for ``sender`` (once, when ``tblog._delivery.sender`` loads)."""
     global _sender
     _sender = sender
     atexit.register(last_pass)

@@ -12,7 +12,7 @@ from typing import Any
 import requests
 
 from tblog._config import resolve_api_url, resolve_token
-from tblog._encode import gzip_bytes
+from tblog._event.encode import gzip_bytes
 from tblog._http import session_for
 from tblog._version import __version__
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from tblog import context
-from tblog._encode import (
+from tblog._event.encode import (
     LINES_PER_CHUNK,
     Fragment,
     dumps,
@@ -36,7 +36,7 @@ from tblog._encode import (
     shrink_event,
     to_text,
 )
-from tblog._redact import Redactor
+from tblog._event.redact import Redactor
 
 # Attributes every LogRecord has (plus the ones formatters add, and tblog's own
 # carriers for the queue path): anything else in ``record.__dict__`` is an extra.

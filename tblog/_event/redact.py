@@ -41,7 +41,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 REDACTED = "[REDACTED]"
-CIRCULAR = "<circular reference>"  # the encoder's own marker (tblog._encode.jsonable)
+CIRCULAR = "<circular reference>"  # the encoder's own marker (tblog._event.encode.jsonable)
 
 #: Words that make a key secret when they are its last word (its head noun).
 _SECRET_WORDS = frozenset((

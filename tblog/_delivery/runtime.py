@@ -152,7 +152,7 @@ class flushing(contextlib.ContextDecorator):  # noqa: N801 - used like a functio
         self._flush()
 
     def _flush(self) -> bool:
-        from tblog._sender import get_sender  # noqa: PLC0415 - avoid an import cycle
+        from tblog._delivery.sender import get_sender  # noqa: PLC0415 - avoid an import cycle
 
         try:
             self.ok = get_sender().flush(self.timeout)

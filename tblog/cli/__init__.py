@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from tblog._cli_http import ApiClient, ApiError
 from tblog._version import __version__
+from tblog.cli.http import ApiClient, ApiError
 
 __all__ = [
     "COMMANDS",
@@ -46,9 +46,9 @@ AddParser = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 #: (name, add_parser) in the order ``tblog --help`` lists them.
 COMMANDS: list[tuple[str, AddParser]] = []
 #: Modules imported by ``main`` so they can ``register`` their subcommands.
-EXTENSIONS: list[str] = ["tblog.cli_read"]
+EXTENSIONS: list[str] = ["tblog.cli.read"]
 
-DATASOURCES_DIR = Path(__file__).resolve().parent / "datasources"
+DATASOURCES_DIR = Path(__file__).resolve().parent.parent / "datasources"
 _SEND_BATCH_BYTES = 4 * 1024 * 1024
 _SEND_BATCH_ROWS = 10_000
 
@@ -456,7 +456,7 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _run_demo(args: argparse.Namespace) -> int:
     try:
-        from tblog._demo import run_demo  # noqa: PLC0415 - needs the local extra
+        from tblog.cli.demo import run_demo  # noqa: PLC0415 - needs the local extra
     except ImportError as exc:
         _err(f"tblog demo needs chDB: pip install 'tblog[local]' ({exc})")
         return 2

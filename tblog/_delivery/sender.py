@@ -18,7 +18,7 @@ Guarantees, and where they live:
 * ``Sender.flush`` returns True once everything put before the call was
   delivered; it ends backoff waits early.
 * At the end of a process (a normal exit, a ``multiprocessing`` child or pool worker,
-  ``Pool.terminate()``, a Celery prefork child; see ``tblog._lifecycle``) what is buffered
+  ``Pool.terminate()``, a Celery prefork child; see ``tblog._delivery.lifecycle``) what is buffered
   is delivered within the largest ``shutdown_timeout`` (also when the endpoint is down),
   what could not be is counted, and the process ends.
 * After ``fork`` the child starts with empty buffers, no thread and a fresh
@@ -41,13 +41,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from tblog import _diag, _lifecycle, _runtime, _transport
-from tblog._breaker import OPEN, CircuitBreaker, Pacer
+from tblog import _diag
 from tblog._config import Options
-from tblog._encode import gzip_lines, join_lines
-from tblog._retry import retry_delay
-from tblog._spool import Segment, Spool
-from tblog._transport import DROP, OK, RETRY, SPLIT, Result, Transport
+from tblog._delivery import lifecycle as _lifecycle
+from tblog._delivery import runtime as _runtime
+from tblog._delivery import transport as _transport
+from tblog._delivery.breaker import OPEN, CircuitBreaker, Pacer
+from tblog._delivery.retry import retry_delay
+from tblog._delivery.spool import Segment, Spool
+from tblog._delivery.transport import DROP, OK, RETRY, SPLIT, Result, Transport
+from tblog._event.encode import gzip_lines, join_lines
 
 Encoder = Callable[[Any], "bytes | None"]
 Measure = Callable[[Any], int]

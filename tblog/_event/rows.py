@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tblog._config import Options, check_datasource, resolve_api_url, resolve_token
-from tblog._encode import dumps, to_text, truncate_text
-from tblog._sender import Channel, get_sender, line_size
+from tblog._delivery.sender import Channel, get_sender, line_size
+from tblog._event.encode import dumps, to_text, truncate_text
 
 __all__ = ["RowChannel", "cap_line", "json_text", "text_or_empty"]
 

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import tblog
-from tblog._cli_http import ApiClient
+from tblog.cli.http import ApiClient
 from tblog.local.server import LocalServer
 from tblog.local.store import sql_string
 
