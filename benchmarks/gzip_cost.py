@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 from benchmarks import core
 from tblog._event import encode as _encode
-from tblog._event.build import FMT_NONE, EventBuilder, snapshot
+from tblog._event.build import EventBuilder
+from tblog._event.snapshot import FMT_NONE, snapshot
 
 EVENTS = 2_000  # a batch at the default batch_size
 

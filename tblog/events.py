@@ -21,8 +21,8 @@ from types import TracebackType
 from typing import Any
 
 from tblog._config import Options
-from tblog._event.build import iso_utc, new_event_id
 from tblog._event.redact import build_redactor
+from tblog._event.row import iso_utc, new_event_id
 from tblog._event.rows import RowChannel, json_text
 
 __all__ = ["Tracker"]

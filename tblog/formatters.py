@@ -16,15 +16,10 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 from tblog import _config, context
-from tblog._event.build import (
-    CTX_ATTR,
-    HOSTNAME,
-    STANDARD_ATTRS,
-    exc_of,
-    iso_utc,
-    new_event_id,
-)
+from tblog._event import row as _row
 from tblog._event.encode import dumps, to_text
+from tblog._event.row import iso_utc
+from tblog._event.snapshot import CTX_ATTR, STANDARD_ATTRS, exc_of
 
 __all__ = ["TinybirdJsonFormatter"]
 
@@ -75,36 +70,6 @@ class TinybirdJsonFormatter(JsonFormatter):
         message = a.get("message")
         if not isinstance(message, str):
             message = to_text(record.msg)
-        fields: dict[str, Any] = {
-            "timestamp": iso_utc(record.created),
-            "level": record.levelname,
-            "level_no": record.levelno,
-            "logger": record.name,
-            "message": message,
-            "app_name": self.app_name,
-            "environment": self.environment,
-            "hostname": HOSTNAME,
-            "process_id": record.process or 0,
-            "process_name": record.processName or "",
-            "thread_id": record.thread or 0,
-            "thread_name": record.threadName or "",
-            "module": record.module or "",
-            "func_name": record.funcName or "",
-            "lineno": record.lineno or 0,
-            "pathname": record.pathname or "",
-            "trace_id": trace_id,
-            "span_id": span_id,
-            "event_id": new_event_id(),
-        }
-        exc = exc_of(record)
-        if exc is not None:
-            fields["exception"] = {
-                "type": exc.type,
-                "message": exc.message,
-                "stacktrace": exc.stacktrace,
-            }
-        if record.stack_info:
-            fields["stack_info"] = self.formatStack(record.stack_info)
         skip = self.reserved_attrs
         extra: dict[str, Any] = dict(self.extra_static)
         extra.update(bound)
@@ -114,7 +79,16 @@ class TinybirdJsonFormatter(JsonFormatter):
         for key, value in a.items():
             if key not in skip and key[:1] != "_":
                 extra[key] = value
-        fields["extra"] = extra
+        head = _row.head(
+            record.levelname, record.levelno, record.name, self.app_name, self.environment,
+            record.process or 0, record.processName or "", record.thread or 0,
+            record.threadName or "", record.module or "", record.funcName or "",
+            record.lineno or 0, record.pathname or "",
+        )  # fmt: skip
+        stack = self.formatStack(record.stack_info) if record.stack_info else None
+        fields = _row.finish(
+            head, iso_utc(record.created), message, trace_id, span_id, exc_of(record), stack, extra
+        )
         rename = self.rename_fields
         for key, value in fields.items():
             log_data[rename.get(key, key)] = value

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tblog import _config, _diag, context
+from tblog._config import Options
 from tblog._delivery import lifecycle as _lifecycle
 from tblog._delivery.sender import (
     SHUTDOWN_TIMEOUT,
@@ -38,7 +39,10 @@ from tblog._delivery.sender import (
     holds_logging_lock,
     still_busy,
 )
-from tblog._event.build import (
+from tblog._event.build import EventBuilder
+from tblog._event.encode import jsonable
+from tblog._event.redact import build_redactor
+from tblog._event.snapshot import (
     BASE_ATTRS,
     CTX_ATTR,
     DEFERRABLE,
@@ -46,7 +50,6 @@ from tblog._event.build import (
     FMT_NONE,
     FMT_PLAIN,
     SNAPSHOT_OVERHEAD,
-    EventBuilder,
     Snapshot,
     clone,
     extra_keys,
@@ -56,8 +59,6 @@ from tblog._event.build import (
     snapshot,
     snapshot_size,
 )
-from tblog._event.encode import jsonable
-from tblog._event.redact import build_redactor
 from tblog._queues import fast_put, take_all
 
 __all__ = ["TinybirdLoggingHandler", "TinybirdLoggingQueueHandler", "TinybirdQueueListener"]
@@ -105,35 +106,35 @@ class TinybirdLoggingHandler(logging.Handler):
         ds_name: str = "tb_logs",
         *,
         level: int | str = logging.NOTSET,
-        batch_size: int = 2000,
-        flush_interval: float = 1.0,
-        max_buffer_size: int = 100_000,
-        max_buffer_bytes: int = 64 * 1024 * 1024,
-        max_batch_bytes: int = _config.MAX_REQUEST_BYTES,
-        drop_policy: str = "oldest",
-        gzip: bool = True,
-        wait: bool = False,
-        timeout: float = 10.0,
-        shutdown_timeout: float = 5.0,
-        max_retries: int = 10,
-        max_retry_time: float = 300.0,
-        retry_base_delay: float = 0.5,
-        retry_max_delay: float = 30.0,
-        circuit_breaker_threshold: int = 5,
-        circuit_breaker_reset: float = 30.0,
-        spool_dir: str | None = None,
-        max_spool_bytes: int = 256 * 1024 * 1024,
-        verify: bool = True,
-        ca_bundle: str | None = None,
-        redact: bool = True,
+        batch_size: int = Options.batch_size,
+        flush_interval: float = Options.flush_interval,
+        max_buffer_size: int = Options.max_buffer_size,
+        max_buffer_bytes: int = Options.max_buffer_bytes,
+        max_batch_bytes: int = Options.max_batch_bytes,
+        drop_policy: str = Options.drop_policy,
+        gzip: bool = Options.gzip,
+        wait: bool = Options.wait,
+        timeout: float = Options.timeout,
+        shutdown_timeout: float = Options.shutdown_timeout,
+        max_retries: int = Options.max_retries,
+        max_retry_time: float = Options.max_retry_time,
+        retry_base_delay: float = Options.retry_base_delay,
+        retry_max_delay: float = Options.retry_max_delay,
+        circuit_breaker_threshold: int = Options.circuit_breaker_threshold,
+        circuit_breaker_reset: float = Options.circuit_breaker_reset,
+        spool_dir: str | None = Options.spool_dir,
+        max_spool_bytes: int = Options.max_spool_bytes,
+        verify: bool = Options.verify,
+        ca_bundle: str | None = Options.ca_bundle,
+        redact: bool = Options.redact,
         redact_keys: Iterable[str] | None = None,
         redact_patterns: Iterable[str] | None = None,
         static_fields: Mapping[str, Any] | None = None,
         environment: str | None = None,
         ignore_loggers: Iterable[str] | str | None = None,
-        max_event_bytes: int = 1024 * 1024,
+        max_event_bytes: int = Options.max_event_bytes,
         schema: str = "tblog",
-        warn_stderr: bool = True,
+        warn_stderr: bool = Options.warn_stderr,
     ) -> None:
         # Every option is checked before logging.Handler.__init__ registers the handler: one
         # that refuses its options leaves no half-built handler for logging.shutdown().

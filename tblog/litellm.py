@@ -26,9 +26,9 @@ from typing import Any
 
 from tblog import _diag
 from tblog._config import Options
-from tblog._event.build import iso_utc
 from tblog._event.encode import jsonable, to_text
 from tblog._event.redact import build_redactor
+from tblog._event.row import iso_utc
 from tblog._event.rows import RowChannel, text_or_empty
 
 try:

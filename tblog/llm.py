@@ -30,9 +30,9 @@ from typing import Any
 
 from tblog import _diag, context
 from tblog._config import Options, resolve_api_url
-from tblog._event.build import iso_utc
 from tblog._event.encode import to_text
 from tblog._event.redact import build_redactor
+from tblog._event.row import iso_utc
 from tblog._event.rows import RowChannel, json_text
 
 __all__ = ["ENVIRONMENTS", "LLMSpan", "TraceRecorder", "UnknownTenantError"]

@@ -43,17 +43,11 @@ from tblog._delivery.sender import (
     holds_logging_lock,
     still_busy,
 )
-from tblog._event.build import (
-    CTX_ATTR,
-    HOSTNAME,
-    ExcInfo,
-    exc_of,
-    extras_of,
-    iso_utc,
-    new_event_id,
-)
+from tblog._event import row as _row
 from tblog._event.encode import dumps, shrink_event, to_text
 from tblog._event.redact import build_redactor
+from tblog._event.row import iso_utc
+from tblog._event.snapshot import CTX_ATTR, ExcInfo, exc_of, extras_of
 
 try:
     import structlog as _structlog
@@ -283,37 +277,6 @@ class TinybirdProcessor:
         a = record or {}
         level, level_no = _level_of(f, method, record)
         message = f.get("event", a.get("msg", ""))
-        event: dict[str, Any] = {
-            "timestamp": _timestamp(f.get("timestamp"), created, record is not None),
-            "level": level,
-            "level_no": level_no,
-            "logger": logger_name,
-            "message": message if isinstance(message, str) else to_text(message),
-            "app_name": self.app_name,
-            "environment": self.environment,
-            "hostname": HOSTNAME,
-            "process_id": _int(f.get("process", a.get("process", pid))),
-            "process_name": _str(f.get("process_name", a.get("processName", ""))),
-            "thread_id": _int(f.get("thread", a.get("thread", thread_id))),
-            "thread_name": _str(f.get("thread_name", a.get("threadName", thread_name))),
-            "module": _str(f.get("module", a.get("module", ""))),
-            "func_name": _str(f.get("func_name", a.get("funcName", ""))),
-            "lineno": _int(f.get("lineno", a.get("lineno", 0))),
-            "pathname": _str(f.get("pathname", a.get("pathname", ""))),
-            "trace_id": trace_id,
-            "span_id": span_id,
-            "event_id": new_event_id(),
-        }
-        exc = exc or _exception_from_text(f.get("exception"))
-        if exc is not None:
-            event["exception"] = {
-                "type": exc.type,
-                "message": exc.message,
-                "stacktrace": exc.stacktrace,
-            }
-        stack = f.get("stack") or f.get("stack_info") or a.get("stack_info")
-        if stack:
-            event["stack_info"] = stack if isinstance(stack, str) else to_text(stack)
         extra: dict[str, Any] = dict(self._static)
         extra.update(bound)
         if record is not None:
@@ -324,8 +287,28 @@ class TinybirdProcessor:
         positional = f.get("positional_args")
         if positional:
             extra["positional_args"] = positional
-        event["extra"] = extra
-        return event
+        head = _row.head(
+            level, level_no, logger_name, self.app_name, self.environment,
+            _int(f.get("process", a.get("process", pid))),
+            _str(f.get("process_name", a.get("processName", ""))),
+            _int(f.get("thread", a.get("thread", thread_id))),
+            _str(f.get("thread_name", a.get("threadName", thread_name))),
+            _str(f.get("module", a.get("module", ""))),
+            _str(f.get("func_name", a.get("funcName", ""))),
+            _int(f.get("lineno", a.get("lineno", 0))),
+            _str(f.get("pathname", a.get("pathname", ""))),
+        )  # fmt: skip
+        stack = f.get("stack") or f.get("stack_info") or a.get("stack_info")
+        return _row.finish(
+            head,
+            _timestamp(f.get("timestamp"), created, record is not None),
+            message if isinstance(message, str) else to_text(message),
+            trace_id,
+            span_id,
+            exc or _exception_from_text(f.get("exception")),
+            (stack if isinstance(stack, str) else to_text(stack)) if stack else None,
+            extra,
+        )
 
     # -- control -----------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from tblog import cli
+from tblog.cli.args import parse_since
+from tblog.cli.write import DATASOURCES_DIR
 from tblog.local.server import LocalServer
 from tests.localserver import event, ndjson, post, scalar, serve
 
@@ -121,33 +123,29 @@ def test_tail_once_filters_by_app_and_level(
 
 
 def test_since_parses_durations() -> None:
-    assert cli.parse_since("90") == 90
-    assert cli.parse_since("10m") == 600
-    assert cli.parse_since("2h") == 7200
+    assert parse_since("90") == 90
+    assert parse_since("10m") == 600
+    assert parse_since("2h") == 7200
     with pytest.raises(argparse.ArgumentTypeError):
-        cli.parse_since("yesterday")
+        parse_since("yesterday")
 
 
 def test_datasource_lists_and_prints_the_shipped_files(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["datasource"]) == 0
     assert "tb_logs" in capsys.readouterr().out.split()
     assert cli.main(["datasource", "tb_logs"]) == 0
-    assert capsys.readouterr().out == (cli.DATASOURCES_DIR / "tb_logs.datasource").read_text()
+    assert capsys.readouterr().out == (DATASOURCES_DIR / "tb_logs.datasource").read_text()
     assert cli.main(["datasource", "nope"]) == 1
 
 
-def test_other_modules_can_register_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
-    def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-        p = sub.add_parser("hello", help="say hello")
-        p.add_argument("--name", default="world")
-        p.set_defaults(func=lambda args: print(f"hello {args.name}") or 0)
-
-    cli.register("hello", add)
-    try:
-        assert cli.main(["hello", "--name", "tblog"]) == 0
-        assert capsys.readouterr().out == "hello tblog\n"
-    finally:
-        cli.COMMANDS[:] = [(n, f) for n, f in cli.COMMANDS if n != "hello"]
+def test_help_lists_every_subcommand_once(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    listed = capsys.readouterr().out
+    names = ["demo", "local", "query", "tail", "stats", "series", "send", "datasource"]
+    for name in names:
+        assert f"\n    {name}" in listed, name
+    assert len(cli.SUBCOMMANDS) == len(set(cli.SUBCOMMANDS)) == len(names)
 
 
 def test_demo_runs_and_reports_every_event_arrived(tmp_path: Path) -> None:

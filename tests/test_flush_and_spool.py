@@ -29,7 +29,8 @@ from tblog._config import Options
 from tblog._delivery import spool as _spool
 from tblog._delivery.sender import Channel, Sender, line_size
 from tblog._delivery.spool import Spool
-from tblog._event.build import EventBuilder, snapshot
+from tblog._event.build import EventBuilder
+from tblog._event.snapshot import snapshot
 from tests.eventsapi import EventsAPI, Fault, free_port_refusing
 
 FAST = {"retry_base_delay": 0.01, "retry_max_delay": 0.05}

@@ -45,7 +45,7 @@ def test_json_formatter_reserved_attrs_and_exception(
 ) -> None:
     handler = make_handler(ds_name="json_logs")
     # Reserve everything but funcName and lineno: those two come out as extra fields.
-    reserved = [a for a in tblog._event.build.STANDARD_ATTRS if a not in ("funcName", "lineno")]
+    reserved = [a for a in tblog._event.snapshot.STANDARD_ATTRS if a not in ("funcName", "lineno")]
     handler.setFormatter(JsonFormatter("%(message)s", reserved_attrs=reserved))
     logger.addHandler(handler)
     try:

@@ -42,7 +42,10 @@ def tenants(server: LocalServer) -> tuple[str, str]:
 
 def _direct(server: LocalServer, q: str) -> str:
     """Run trusted SQL on the store itself (the admin's view, bypassing the API)."""
-    return server.store.execute(q, "TSV").decode().strip()
+    store = server.store
+    store.drain()
+    with store.lock:
+        return store._run(q, "TSV").decode().strip()
 
 
 HOSTILE = [

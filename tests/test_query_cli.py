@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tblog import cli
-from tblog.cli.read import bar_chart, parse_time
+from tblog.cli.args import parse_time
+from tblog.cli.output import bar_chart
 from tblog.local.server import LocalServer
 from tblog.series import Client, DataPoint
 from tests.localserver import event, ndjson, post, serve

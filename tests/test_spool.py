@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tblog._delivery.spool import Spool
-from tblog._event.build import EventBuilder, snapshot
+from tblog._event.build import EventBuilder
+from tblog._event.snapshot import snapshot
 from tests.eventsapi import EventsAPI, Fault, free_port_refusing
 
 FAST = {"retry_base_delay": 0.01, "retry_max_delay": 0.05}

@@ -29,7 +29,6 @@ except ImportError:  # pragma: no cover - orjson is a dependency on CPython
     _orjson = None  # type: ignore[assignment]
 
 __all__ = [
-    "GZIP_BACKEND",
     "LINES_PER_CHUNK",
     "MAX_DEPTH",
     "Fragment",
@@ -177,9 +176,6 @@ def _isal() -> Any:
 
 
 _fast_gzip = _isal()
-#: Which gzip compresses request bodies: "isal" (Intel ISA-L, about ten times zlib's speed
-#: at a like ratio) when the ``speedups`` extra is installed, else "zlib".
-GZIP_BACKEND = "isal" if _fast_gzip is not None else "zlib"
 
 
 #: Encoded lines are kept joined by newlines in chunks of this many: orjson's output keeps

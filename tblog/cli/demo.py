@@ -62,7 +62,7 @@ def _worker(log: logging.Logger, quota: int, seed: int, fail: bool) -> None:
 
 
 def _print_rows(title: str, result: dict[str, Any]) -> None:
-    from tblog.cli import print_table  # noqa: PLC0415 - avoid an import cycle
+    from tblog.cli.output import print_table  # noqa: PLC0415 - imports tblog.query
 
     print(f"\n{title}")
     print_table(result, width=48)

@@ -1,41 +1,26 @@
-"""The read side's subcommands: ``tblog query`` filters, ``tblog stats``, ``tblog series read``.
+"""The read side's subcommands: ``tblog query`` (SQL, or filters), ``tblog tail``,
+``tblog stats`` and ``tblog series read``.
 
-Registered into ``tblog.cli`` (which imports this module as an extension).  ``query``
-keeps its raw-SQL form (``tblog query 'SELECT ...'``) and, without SQL, searches logs
-with ``tblog.query.QueryClient``; tokens come from ``--token`` or the read variables of
-``tblog._sql.READ_TOKEN_ENV``.
+``query`` keeps its raw-SQL form (``tblog query 'SELECT ...'``) and, without SQL, searches logs
+with ``tblog.query.QueryClient``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
-from typing import IO
 
-from tblog import cli
 from tblog._sql import QueryFailedError
-from tblog.query import AggregatedStats, QueryClient
+from tblog.cli.args import add_connection_args, client_from, parse_since, parse_time
+from tblog.cli.output import err, log_line, print_stats, print_table
+from tblog.query import QueryClient
 from tblog.series import Client, WriteFailedError
 
-__all__ = ["bar_chart", "parse_time", "print_stats"]
-
-
-def parse_time(text: str, now: float | None = None) -> datetime:
-    """An ISO 8601 time (naive = UTC) or a duration ago (``30m``, ``2h``, ``1d``)."""
-    try:
-        seconds = cli.parse_since(text)
-    except argparse.ArgumentTypeError:
-        try:
-            ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected an ISO time or a duration like 2h: {text!r}"
-            ) from None
-        return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
-    return datetime.fromtimestamp((time.time() if now is None else now) - seconds, timezone.utc)
+__all__ = ["add_query", "add_series", "add_stats", "add_tail", "tail_query"]
 
 
 def _reported(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -45,21 +30,16 @@ def _reported(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
         try:
             return func(args)
         except (QueryFailedError, WriteFailedError) as exc:
-            print(f"tblog: {exc}", file=sys.stderr)
+            err(str(exc))
             return 1
 
     return run
 
 
-def _connection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", help="API URL (default: $TB_API_URL, $TB_HOST, else Tinybird's)")
-    p.add_argument("--token", help="token (default: $TB_READ_TOKEN, $TB_TOKEN, $TINYBIRD_TOKEN)")
+# -- query ----------------------------------------------------------------------------
 
 
-# -- query ------------------------------------------------------------------------------
-
-
-def _add_query(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_query(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("query", help="run SQL, or search logs with filters (no SQL given)")
     p.add_argument("sql", nargs="?", help="a query; end it with FORMAT X to get that format")
     p.add_argument("--json", action="store_true", help="print the JSON answer as is (SQL)")
@@ -73,14 +53,14 @@ def _add_query(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--datasource", default="tb_logs", help="the logs datasource (tb_logs)")
-    _connection(p)
+    add_connection_args(p, read=True)
     p.set_defaults(func=_run_query)
 
 
 @_reported
 def _run_query(args: argparse.Namespace) -> int:
     if args.sql:
-        return cli._run_query(args)
+        return _run_sql(args)
     with QueryClient(args.token, args.host, ds_name=args.datasource) as client:
         result = client.query(
             app=args.app, level=args.level, logger=args.logger, q=args.search,
@@ -88,60 +68,103 @@ def _run_query(args: argparse.Namespace) -> int:
             limit=args.limit, offset=args.offset,
         )  # fmt: skip
     for log in result.logs:
-        trace = f" trace={log.trace_id}" if log.trace_id else ""
-        print(f"{log.timestamp.isoformat()} {log.level:<8} {log.app_name} {log.logger}: "
-              f"{log.message}{trace}".replace("\n", "\\n"))  # fmt: skip
+        print(log_line(log.timestamp.isoformat(), log.level, log.app_name, log.logger,
+                       log.message, log.trace_id))  # fmt: skip
     print(f"({len(result.logs)} of {result.total} logs)")
     return 0
 
 
-# -- stats ------------------------------------------------------------------------------
+def _run_sql(args: argparse.Namespace) -> int:
+    client = client_from(args)
+    try:
+        if re.search(r"\bFORMAT\s+\w+\s*;?\s*$", args.sql, re.IGNORECASE):
+            sys.stdout.write(client.sql_text(args.sql))
+            return 0
+        result = client.sql(args.sql)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_table(result)
+    return 0
 
 
-def bar_chart(values: list[tuple[str, int]], width: int = 40) -> list[str]:
-    """One line per (label, count): a bar scaled to the largest count."""
-    top = max((v for _, v in values), default=0)
-    label_w = max((len(k) for k, _ in values), default=0)
-    lines = []
-    for label, v in values:
-        n = round(v * width / top) if top else 0
-        lines.append(f"{label.ljust(label_w)} {'█' * n}{'▏' if v and not n else ''} {v}")
-    return lines
+# -- tail -----------------------------------------------------------------------------
 
 
-def print_stats(stats: AggregatedStats, out: IO[str] | None = None) -> None:
-    """The stats as a table (interval x level), a bar chart, tops and the error rate."""
-    out = out or sys.stdout
-    levels = sorted({lv for row in stats.timeseries for lv in row["by_level"]})
-    head = ["interval", *levels, "total"]
-    rows = [
-        [row["bucket"].strftime("%Y-%m-%d %H:%M"),
-         *(str(row["by_level"].get(lv, 0)) for lv in levels), str(row["total"])]
-        for row in stats.timeseries
-    ]  # fmt: skip
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)), file=out)
-    print("  ".join("-" * w for w in widths), file=out)
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)), file=out)
-    print("", file=out)
-    for line in bar_chart([(r[0], int(r[-1])) for r in rows]):
-        print(line, file=out)
-    print("", file=out)
-    print("top apps:    " + ", ".join(f"{k} ({v})" for k, v in stats.top_apps), file=out)
-    print("top loggers: " + ", ".join(f"{k} ({v})" for k, v in stats.top_loggers), file=out)
-    print(f"total {stats.total}, errors {stats.errors}, "
-          f"error rate {stats.error_rate:.2%}", file=out)  # fmt: skip
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _add_stats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("tail", help="print recent log rows, then follow new ones")
+    p.add_argument("--app", help="only this app_name")
+    p.add_argument("--level", help="only this level or above (DEBUG, INFO, WARNING, ...)")
+    p.add_argument("--since", type=parse_since, default=600.0, help="start this far back (10m)")
+    p.add_argument("--datasource", default="tb_logs", help="the logs datasource (tb_logs)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (1)")
+    p.add_argument("--once", action="store_true", help="print what is there and exit")
+    add_connection_args(p, read=True)
+    p.set_defaults(func=_run_tail)
+
+
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+def tail_query(args: argparse.Namespace, after: str | None) -> str:
+    ds = args.datasource
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ds):
+        raise ValueError(f"bad datasource name {ds!r}")
+    where = [
+        f"timestamp > {_quote(after)}"
+        if after
+        else f"timestamp >= now64(6) - toIntervalMillisecond({int(args.since * 1000)})"
+    ]
+    if args.app:
+        where.append(f"app_name = {_quote(args.app)}")
+    if args.level:
+        level = args.level.upper()
+        if level in _LEVELS:
+            where.append(f"level_no >= {_LEVELS[level]}")
+        else:
+            where.append(f"level = {_quote(args.level)}")
+    return (
+        "SELECT toString(timestamp) AS ts, level, app_name, logger, message, trace_id "  # noqa: S608
+        f"FROM {ds} WHERE {' AND '.join(where)} ORDER BY timestamp LIMIT 1000"
+    )
+
+
+def _run_tail(args: argparse.Namespace) -> int:
+    client = client_from(args)
+    after: str | None = None
+    try:
+        while True:
+            result = client.sql(tail_query(args, after))
+            for row in result.get("data", []):
+                print(log_line(row["ts"], row["level"], row["app_name"], row["logger"],
+                               row["message"], row.get("trace_id") or ""), flush=True)  # fmt: skip
+                after = row["ts"]
+            if args.once:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        client.close()
+
+
+# -- stats ----------------------------------------------------------------------------
+
+
+def add_stats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("stats", help="log counts per interval and level, with a bar chart")
     p.add_argument("--from", dest="from_time", type=parse_time, default="1d")
     p.add_argument("--to", dest="to_time", type=parse_time, default="0s")
     p.add_argument("--interval", default="1h", help="bucket width: 5m, 1h, 1d (1h)")
     p.add_argument("--app", help="only this app_name")
     p.add_argument("--datasource", default="tb_logs")
-    _connection(p)
+    add_connection_args(p, read=True)
     p.set_defaults(func=_run_stats)
 
 
@@ -155,10 +178,10 @@ def _run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- series -----------------------------------------------------------------------------
+# -- series ---------------------------------------------------------------------------
 
 
-def _add_series(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_series(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("series", help="TempoDB-style time series (tblog.series)")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     r = actions.add_parser("read", help="read one series by key, rolled up")
@@ -168,7 +191,7 @@ def _add_series(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     r.add_argument("--interval", help="raw, 5min, 1hour, 1day, 1month (automatic)")
     r.add_argument("--function", help="sum, max, min, mean, stddev, count (mean)")
     r.add_argument("--tz", help="time zone of the printed points (UTC)")
-    _connection(r)
+    add_connection_args(r, read=True)
     r.set_defaults(func=_run_series_read)
 
 
@@ -180,7 +203,7 @@ def _run_series_read(args: argparse.Namespace) -> int:
             args.key, args.from_time, args.to_time, args.interval, args.function, args.tz
         )
     except LookupError as exc:
-        print(f"tblog: {exc.args[0]}", file=sys.stderr)
+        err(exc.args[0])
         return 1
     finally:
         client.close()
@@ -188,7 +211,3 @@ def _run_series_read(args: argparse.Namespace) -> int:
         print(f"{point.ts.isoformat()}  {point.value:g}")
     print("  ".join(f"{k}={v:g}" for k, v in ds.summary.items()))
     return 0
-
-
-for _name, _add in (("query", _add_query), ("stats", _add_stats), ("series", _add_series)):
-    cli.register(_name, _add)

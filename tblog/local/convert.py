@@ -58,10 +58,6 @@ def _string(value: Any) -> Any:
     return to_text(value)
 
 
-def _digits(value: Any) -> bool:
-    return isinstance(value, str) and value.strip().lstrip("+-").isdigit()
-
-
 def _int_converter(lo: int, hi: int) -> Converter:
     def convert(value: Any) -> Any:
         if isinstance(value, bool):

@@ -224,11 +224,6 @@ class Store:
         with contextlib.suppress(Exception):
             old.close()
 
-    def execute(self, sql: str, fmt: str = "CSV") -> bytes:
-        self.drain()
-        with self.lock:
-            return self._run(sql, fmt)
-
     # -- schema -----------------------------------------------------------------------
 
     def register(self, datasource: Datasource) -> None:

@@ -1,0 +1,164 @@
+"""``tblog local`` (the Tinybird-compatible server on chDB) and ``tblog demo``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from tblog._version import __version__
+from tblog.cli.output import err
+
+__all__ = ["add_demo", "add_local"]
+
+
+def add_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("local", help="run a Tinybird-compatible API on embedded ClickHouse")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=7181, help="port (7181; 0 picks a free one)")
+    p.add_argument("--data-dir", default=".tblog-local", help="where the data lives")
+    p.add_argument("--datasources", help="folder of .datasource files (tblog's by default)")
+    p.add_argument("--token", help="admin token to accept (default: a new random one)")
+    p.add_argument("--rate-limit", type=int, help="answer 429 above N event requests/s")
+    p.add_argument(
+        "--query-timeout", type=float, default=10.0, help="seconds one /v0/sql query may run (10)"
+    )
+    p.add_argument(
+        "--query-max-memory",
+        type=int,
+        default=2 * 1024**3,
+        help="bytes of memory one /v0/sql query may use (2 GiB)",
+    )
+    p.add_argument(
+        "--query-max-rows",
+        type=int,
+        default=1_000_000,
+        help="rows one /v0/sql answer may hold; more is an error (1000000)",
+    )
+    p.add_argument(
+        "--query-max-bytes",
+        type=int,
+        default=256 * 1024**2,
+        help="bytes one /v0/sql answer may hold; more is an error (256 MiB)",
+    )
+    p.add_argument(
+        "--max-server-memory",
+        type=int,
+        default=0,
+        help="bytes the embedded ClickHouse may use in all (0: half of this machine's memory)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=10 * 1024**2,
+        help="bytes one request body may hold, as sent (10 MiB; more is a 413)",
+    )
+    p.add_argument(
+        "--max-line-bytes",
+        type=int,
+        default=10 * 1024**2,
+        help="bytes one NDJSON row may hold; a longer one is quarantined (10 MiB)",
+    )
+    p.add_argument(
+        "--max-decoded-bytes",
+        type=int,
+        default=128 * 1024**2,
+        help="bytes one /v0/events body may hold once gunzipped (128 MiB; 413)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client has to send a request; then it is dropped (30)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=32,
+        help="connections served at once; more get a quick 503 (32)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name to answer besides loopback and --host (repeatable; "
+        "'*' for any); others get 421, against DNS rebinding",
+    )
+    p.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser Origin allowed to call the API, with CORS (repeatable); "
+        "requests from other origins get 403",
+    )
+    p.set_defaults(func=_run_local)
+
+
+def _run_local(args: argparse.Namespace) -> int:
+    try:
+        from tblog.local.server import LocalServer  # noqa: PLC0415 - needs the local extra
+    except ImportError as exc:
+        err(f"tblog local needs chDB: pip install 'tblog[local]' ({exc})")
+        return 2
+    server = LocalServer(
+        args.data_dir,
+        host=args.host,
+        port=args.port,
+        datasources=args.datasources,
+        admin_token=args.token,
+        rate_limit=args.rate_limit,
+        query_timeout=args.query_timeout,
+        query_max_memory=args.query_max_memory,
+        query_max_rows=args.query_max_rows,
+        query_max_bytes=args.query_max_bytes,
+        max_server_memory=args.max_server_memory or None,
+        max_request_bytes=args.max_body_bytes,
+        max_line_bytes=args.max_line_bytes,
+        max_decoded_bytes=args.max_decoded_bytes,
+        timeout=args.timeout or None,
+        max_connections=args.max_connections,
+        allowed_hosts=args.allowed_host,
+        allowed_origins=args.allowed_origin,
+    )
+    print(f"tblog local {__version__}: serving {server.url}", flush=True)
+    for name, error in server.load_errors:
+        err(f"skipped {name}: {error}")
+    print(f"  data dir:    {Path(args.data_dir).resolve()}")
+    print(f"  datasources: {', '.join(sorted(server.store.datasources))}")
+    print(f"  admin token: {server.admin_token}")
+    print(f"  try: export TB_HOST={server.url} TB_TOKEN={server.admin_token}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("\ntblog local: stopped", file=sys.stderr)
+    finally:
+        server.close()
+    return 0
+
+
+# -- demo -----------------------------------------------------------------------------
+
+
+def add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("demo", help="ship a realistic burst of logs to a local server")
+    p.add_argument("--events", type=int, default=20_000, help="log records to ship (20000)")
+    p.add_argument("--threads", type=int, default=4, help="threads logging at once (4)")
+    p.add_argument("--keep", help="keep the data in this folder instead of a temporary one")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    try:
+        from tblog.cli.demo import run_demo  # noqa: PLC0415 - needs the local extra
+    except ImportError as exc:
+        err(f"tblog demo needs chDB: pip install 'tblog[local]' ({exc})")
+        return 2
+    if args.keep:
+        return run_demo(args.events, args.threads, args.keep)
+    with tempfile.TemporaryDirectory(prefix="tblog-demo-") as tmp:
+        return run_demo(args.events, args.threads, tmp)
