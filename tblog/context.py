@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
 __all__ = [
@@ -166,12 +166,7 @@ class trace:  # noqa: N801 - used like a function: ``with tblog.trace():`` / ``@
         _ctx.set((self.trace_id, self.span_id, fields))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         previous_trace, previous_span = self._tokens.pop()
         _ctx.set((previous_trace, previous_span, _ctx.get()[2]))  # fields bound inside stay
 

@@ -23,23 +23,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
-from types import TracebackType
 from typing import Any
 
 import requests
 
 from tblog import _diag
+from tblog._closing import AsyncClosing, Closing
 from tblog._config import Options, resolve_api_url, resolve_token
 from tblog._delivery.retry import retry_delay
 from tblog._delivery.transport import RETRYABLE_STATUS, parse_retry_after
 from tblog._event.redact import build_redactor
-from tblog._event.rows import RowChannel
+from tblog._event.rows import RowChannel, RowProducer
 from tblog._http import session_for
 
 __all__ = ["API", "APIError", "AsyncAPI", "AsyncDatasource", "Datasource"]
 
 
-class Datasource:
+class Datasource(RowProducer, Closing):
     """Buffered NDJSON appends to one datasource through the Events API.
 
     ``rows`` may be dicts (encoded as JSON), or ``str``/``bytes`` holding NDJSON (one
@@ -108,29 +108,6 @@ class Datasource:
         self.append(row)
         return self
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Deliver the rows appended so far; True when all of them arrived."""
-        return self._rows.flush(timeout)
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Flush (within ``timeout``, default ``shutdown_timeout``) and detach. Idempotent."""
-        return self._rows.close(timeout)
-
-    def stats(self) -> dict[str, Any]:
-        """Counters: enqueued, sent, batches, drops by reason, last error, and more."""
-        return self._rows.stats()
-
-    def __enter__(self) -> Datasource:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 class _Appended:
     """What ``ds << row`` returns on an ``AsyncDatasource``: awaiting it yields the datasource."""
@@ -147,7 +124,7 @@ class _Appended:
         return self._ds << row
 
 
-class AsyncDatasource:
+class AsyncDatasource(AsyncClosing):
     """``Datasource`` for asyncio: ``async with AsyncDatasource(...) as ds: await ds << row``.
 
     Python reads ``await ds << row`` as ``(await ds) << row``, so the datasource is
@@ -197,17 +174,6 @@ class AsyncDatasource:
     def stats(self) -> dict[str, Any]:
         return self._ds.stats()
 
-    async def __aenter__(self) -> AsyncDatasource:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
 
 class APIError(requests.HTTPError):
     """A Tinybird API request failed for good (after the retries it deserved).
@@ -238,7 +204,7 @@ def _number(value: str | None) -> float | None:
         return None
 
 
-class API:
+class API(Closing):
     """Requests to any Tinybird API endpoint, with rate-limit handling and retries.
 
     ``path`` is relative to ``{api_url}/{version}/`` (``"pipes/top.json"``,
@@ -290,17 +256,6 @@ class API:
             session, self._session = self._session, None
         if session is not None:
             session.close()
-
-    def __enter__(self) -> API:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def url(self, path: str) -> str:
         return f"{self.api_url}/{self.version}/{path.lstrip('/')}"
@@ -380,7 +335,7 @@ class API:
         return self.send(path, method="DELETE", **kwargs)
 
 
-class AsyncAPI:
+class AsyncAPI(AsyncClosing):
     """``API`` for asyncio: each request runs in a worker thread, so the loop never blocks."""
 
     def __init__(
@@ -411,14 +366,3 @@ class AsyncAPI:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._api.close)
-
-    async def __aenter__(self) -> AsyncAPI:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

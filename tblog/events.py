@@ -17,13 +17,13 @@ import datetime as _dt
 import logging
 import time
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
+from tblog._closing import Closing
 from tblog._config import Options
 from tblog._event.redact import build_redactor
 from tblog._event.row import iso_utc, new_event_id
-from tblog._event.rows import RowChannel, json_text
+from tblog._event.rows import RowChannel, RowProducer, json_text
 
 __all__ = ["Tracker"]
 
@@ -43,7 +43,7 @@ def _epoch(timestamp: _dt.datetime | float | None) -> float:
     raise TypeError(f"timestamp must be a datetime or epoch seconds, not {timestamp!r}")
 
 
-class Tracker:
+class Tracker(RowProducer, Closing):
     """Track user and LLM events to a Tinybird datasource without blocking the caller."""
 
     def __init__(  # noqa: PLR0917 - the Trubrics SDK's positional order
@@ -181,26 +181,3 @@ class Tracker:
         except Exception as exc:  # noqa: BLE001 - tracking never raises into the app
             self._rows.count_drop("invalid", 2)
             self.logger.error("tblog: track_llm failed: %s; 2 events dropped", exc)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Deliver every event tracked so far; True when all of them arrived."""
-        return self._rows.flush(timeout)
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Deliver what is buffered (within ``timeout``, default ``shutdown_timeout``)."""
-        return self._rows.close(timeout)
-
-    def stats(self) -> dict[str, Any]:
-        """Counters: enqueued, sent, batches, drops by reason, last error, and more."""
-        return self._rows.stats()
-
-    def __enter__(self) -> Tracker:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

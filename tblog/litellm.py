@@ -29,7 +29,7 @@ from tblog._config import Options
 from tblog._event.encode import jsonable, to_text
 from tblog._event.redact import build_redactor
 from tblog._event.row import iso_utc
-from tblog._event.rows import RowChannel, text_or_empty
+from tblog._event.rows import RowChannel, RowProducer, text_or_empty
 
 try:
     import litellm
@@ -101,7 +101,7 @@ def _cost(kwargs: Mapping[str, Any], response_obj: Any, slo: Mapping[str, Any]) 
     return float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else 0.0
 
 
-class TinybirdLitellmHandler(CustomLogger):
+class TinybirdLitellmHandler(RowProducer, CustomLogger):
     """Ship one row per LiteLLM call to ``datasource_name`` through the shared sender."""
 
     def __init__(
@@ -217,20 +217,6 @@ class TinybirdLitellmHandler(CustomLogger):
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
         self._ship(kwargs, response_obj, start_time, end_time)
-
-    # -- delivery ----------------------------------------------------------------------
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Deliver the rows of the calls made so far; True when all of them arrived."""
-        return self._rows.flush(timeout)
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Deliver what is buffered (within ``timeout``, default ``shutdown_timeout``)."""
-        return self._rows.close(timeout)
-
-    def stats(self) -> dict[str, Any]:
-        """Counters: enqueued, sent, batches, drops by reason, last error, and more."""
-        return self._rows.stats()
 
 
 def _num(value: object) -> float | None:

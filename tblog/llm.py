@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from tblog import _diag, context
+from tblog._closing import Closing
 from tblog._config import Options, resolve_api_url
 from tblog._event.encode import to_text
 from tblog._event.redact import build_redactor
@@ -229,7 +230,7 @@ class LLMSpan:
         self._recorder._ship(self.tenant_id, row)
 
 
-class TraceRecorder:
+class TraceRecorder(Closing):
     """Route LLM trace rows to the ``traces`` datasource, each tenant under its own token."""
 
     def __init__(
@@ -433,17 +434,6 @@ class TraceRecorder:
             "dropped": dropped,
             "dropped_total": sum(dropped.values()),
         }
-
-    def __enter__(self) -> TraceRecorder:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _context_trace_id() -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from tblog._closing import Closing
 from tblog._sql import QueryFailedError, SqlClient, identifier, number, string, to_us
 
 __all__ = [
@@ -149,7 +150,7 @@ def _where(parts: list[str]) -> str:
     return ("WHERE " + " AND ".join(parts)) if parts else ""
 
 
-class QueryClient:
+class QueryClient(Closing):
     """Queries over a logs datasource (``tb_logs`` by default) through the SQL API.
 
     ``token`` falls back to ``$TB_READ_TOKEN``, ``$TB_TOKEN``, ``$TINYBIRD_TOKEN`` (a read
@@ -171,12 +172,6 @@ class QueryClient:
 
     def close(self) -> None:
         self._sql.close()
-
-    def __enter__(self) -> QueryClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def sql(self, query: str) -> list[dict[str, Any]]:
         """Rows of a raw SQL query (yours: no escaping is applied)."""

@@ -60,5 +60,5 @@ def test_only_public_modules_sit_at_the_top_of_the_package() -> None:
     # what is behind it lives in the private packages _event/ and _delivery/.
     package = Path(tblog.__file__).parent
     private = sorted(p.name for p in package.glob("_*.py") if p.name not in ("__init__.py",))
-    assert private == ["__main__.py", "_config.py", "_diag.py", "_http.py", "_queues.py",
-                       "_sql.py", "_version.py"], private  # fmt: skip
+    assert private == ["__main__.py", "_closing.py", "_config.py", "_diag.py", "_http.py",
+                       "_queues.py", "_sql.py", "_version.py"], private  # fmt: skip

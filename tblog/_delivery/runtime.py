@@ -27,7 +27,6 @@ import inspect
 import os
 import sys
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, TypeVar
 
 from tblog import _diag
@@ -143,12 +142,7 @@ class flushing(contextlib.ContextDecorator):  # noqa: N801 - used like a functio
     def __enter__(self) -> flushing:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._flush()
 
     def _flush(self) -> bool:

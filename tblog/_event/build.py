@@ -63,6 +63,11 @@ _RECORD_DEFAULTS: dict[str, Any] = {
 #: Fields a JSON formatter's event keeps as they are under redaction.
 _ID_FIELDS = frozenset(("trace_id", "span_id", "event_id", "timestamp", "created", "asctime"))
 
+#: Record attributes the SDK's rows copy as they are, in its order: the call site (before
+#: ``created`` and ``asctime``), then the timing, thread and process (before ``message``).
+_SDK_SITE = ("pathname", "filename", "module", "lineno", "funcName")
+_SDK_RUN = ("msecs", "relativeCreated", "thread", "threadName", "process", "processName")
+
 _HEADS_MAX = 4096  # cached event heads per builder (call site x thread x process)
 #: The extra attribute names of a snapshot and whether one of them is a secret's.
 _Extras = tuple[tuple[str, ...], bool]
@@ -335,25 +340,14 @@ class EventBuilder:
         exc = snap_exc(a)
         created = a["created"]
         event: dict[str, Any] = dict(self.static_fields)
-        event.update(
-            name=a["name"],
-            level=a["levelno"],
-            levelname=a["levelname"],
-            pathname=a.get("pathname"),
-            filename=a.get("filename"),
-            module=a.get("module"),
-            lineno=a.get("lineno"),
-            funcName=a.get("funcName"),
-            created=created,
-            asctime=_dt.datetime.fromtimestamp(created).isoformat(),
-            msecs=a.get("msecs"),
-            relativeCreated=a.get("relativeCreated"),
-            thread=a.get("thread"),
-            threadName=a.get("threadName"),
-            process=a.get("process"),
-            processName=a.get("processName"),
-            message=message,
-        )
+        event.update(name=a["name"], level=a["levelno"], levelname=a["levelname"])
+        for key in _SDK_SITE:
+            event[key] = a.get(key)
+        event["created"] = created
+        event["asctime"] = _dt.datetime.fromtimestamp(created).isoformat()
+        for key in _SDK_RUN:
+            event[key] = a.get(key)
+        event["message"] = message
         if exc is not None:
             event["exc_info"] = {
                 "type": f"<class '{exc.type}'>",

@@ -13,10 +13,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tblog._config import Options, check_datasource, resolve_api_url, resolve_token
-from tblog._delivery.sender import Channel, get_sender, line_size
+from tblog._delivery.batch import line_size
+from tblog._delivery.channel import Channel
+from tblog._delivery.sender import get_sender
 from tblog._event.encode import dumps, to_text, truncate_text
 
-__all__ = ["RowChannel", "cap_line", "json_text", "text_or_empty"]
+__all__ = ["RowChannel", "RowProducer", "cap_line", "json_text", "text_or_empty"]
 
 
 def _identity(line: bytes) -> bytes:
@@ -127,6 +129,31 @@ class RowChannel:
 
     def stats(self) -> dict[str, Any]:
         return self.channel.stats()
+
+
+class RowProducer:
+    """``flush``/``close``/``stats`` handed to the ``RowChannel`` in ``self._rows``.
+
+    The ones of ``Datasource``, ``Tracker`` and the LiteLLM handler.
+    """
+
+    __slots__ = ()
+    _rows: RowChannel
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver the rows buffered so far; True when all of them arrived."""
+        return self._rows.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Deliver what is buffered (within ``timeout``, default ``shutdown_timeout``), detach.
+
+        Idempotent.
+        """
+        return self._rows.close(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: enqueued, sent, batches, drops by reason, last error, and more."""
+        return self._rows.stats()
 
 
 def text_or_empty(value: object) -> str:

@@ -14,6 +14,44 @@ from tblog.cli.output import err
 __all__ = ["add_demo", "add_local"]
 
 
+#: The server's limits: (option, type, default, LocalServer keyword, help).  A 0 given for
+#: ``max_server_memory`` or ``timeout`` is passed on as None (no limit of tblog's own).
+_LIMITS: tuple[tuple[str, type[float], float, str, str], ...] = (
+    ("--query-timeout", float, 10.0, "query_timeout",
+     "seconds one /v0/sql query may run (10)"),
+    ("--query-max-memory", int, 2 * 1024**3, "query_max_memory",
+     "bytes of memory one /v0/sql query may use (2 GiB)"),
+    ("--query-max-rows", int, 1_000_000, "query_max_rows",
+     "rows one /v0/sql answer may hold; more is an error (1000000)"),
+    ("--query-max-bytes", int, 256 * 1024**2, "query_max_bytes",
+     "bytes one /v0/sql answer may hold; more is an error (256 MiB)"),
+    ("--max-server-memory", int, 0, "max_server_memory",
+     "bytes the embedded ClickHouse may use in all (0: half of this machine's memory)"),
+    ("--max-body-bytes", int, 10 * 1024**2, "max_request_bytes",
+     "bytes one request body may hold, as sent (10 MiB; more is a 413)"),
+    ("--max-line-bytes", int, 10 * 1024**2, "max_line_bytes",
+     "bytes one NDJSON row may hold; a longer one is quarantined (10 MiB)"),
+    ("--max-decoded-bytes", int, 128 * 1024**2, "max_decoded_bytes",
+     "bytes one /v0/events body may hold once gunzipped (128 MiB; 413)"),
+    ("--timeout", float, 30.0, "timeout",
+     "seconds a client has to send a request; then it is dropped (30)"),
+    ("--max-connections", int, 32, "max_connections",
+     "connections served at once; more get a quick 503 (32)"),
+)  # fmt: skip
+_NONE_WHEN_ZERO = ("max_server_memory", "timeout")
+
+
+def _dest(flag: str) -> str:
+    """The attribute argparse stores the value of ``flag`` under."""
+    return flag[2:].replace("-", "_")
+
+
+def _needs_chdb(command: str, exc: ImportError) -> int:
+    """Say that ``tblog command`` needs the local extra; the exit status (2)."""
+    err(f"tblog {command} needs chDB: pip install 'tblog[local]' ({exc})")
+    return 2
+
+
 def add_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("local", help="run a Tinybird-compatible API on embedded ClickHouse")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
@@ -22,63 +60,8 @@ def add_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--datasources", help="folder of .datasource files (tblog's by default)")
     p.add_argument("--token", help="admin token to accept (default: a new random one)")
     p.add_argument("--rate-limit", type=int, help="answer 429 above N event requests/s")
-    p.add_argument(
-        "--query-timeout", type=float, default=10.0, help="seconds one /v0/sql query may run (10)"
-    )
-    p.add_argument(
-        "--query-max-memory",
-        type=int,
-        default=2 * 1024**3,
-        help="bytes of memory one /v0/sql query may use (2 GiB)",
-    )
-    p.add_argument(
-        "--query-max-rows",
-        type=int,
-        default=1_000_000,
-        help="rows one /v0/sql answer may hold; more is an error (1000000)",
-    )
-    p.add_argument(
-        "--query-max-bytes",
-        type=int,
-        default=256 * 1024**2,
-        help="bytes one /v0/sql answer may hold; more is an error (256 MiB)",
-    )
-    p.add_argument(
-        "--max-server-memory",
-        type=int,
-        default=0,
-        help="bytes the embedded ClickHouse may use in all (0: half of this machine's memory)",
-    )
-    p.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=10 * 1024**2,
-        help="bytes one request body may hold, as sent (10 MiB; more is a 413)",
-    )
-    p.add_argument(
-        "--max-line-bytes",
-        type=int,
-        default=10 * 1024**2,
-        help="bytes one NDJSON row may hold; a longer one is quarantined (10 MiB)",
-    )
-    p.add_argument(
-        "--max-decoded-bytes",
-        type=int,
-        default=128 * 1024**2,
-        help="bytes one /v0/events body may hold once gunzipped (128 MiB; 413)",
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=30.0,
-        help="seconds a client has to send a request; then it is dropped (30)",
-    )
-    p.add_argument(
-        "--max-connections",
-        type=int,
-        default=32,
-        help="connections served at once; more get a quick 503 (32)",
-    )
+    for flag, kind, default, _keyword, text in _LIMITS:
+        p.add_argument(flag, type=kind, default=default, help=text)
     p.add_argument(
         "--allowed-host",
         action="append",
@@ -102,27 +85,20 @@ def _run_local(args: argparse.Namespace) -> int:
     try:
         from tblog.local.server import LocalServer  # noqa: PLC0415 - needs the local extra
     except ImportError as exc:
-        err(f"tblog local needs chDB: pip install 'tblog[local]' ({exc})")
-        return 2
+        return _needs_chdb("local", exc)
+    limits = {keyword: getattr(args, _dest(flag)) for flag, _t, _d, keyword, _h in _LIMITS}
+    for keyword in _NONE_WHEN_ZERO:
+        limits[keyword] = limits[keyword] or None
     server = LocalServer(
         args.data_dir,
         host=args.host,
         port=args.port,
         datasources=args.datasources,
         admin_token=args.token,
-        rate_limit=args.rate_limit,
-        query_timeout=args.query_timeout,
-        query_max_memory=args.query_max_memory,
-        query_max_rows=args.query_max_rows,
-        query_max_bytes=args.query_max_bytes,
-        max_server_memory=args.max_server_memory or None,
-        max_request_bytes=args.max_body_bytes,
-        max_line_bytes=args.max_line_bytes,
-        max_decoded_bytes=args.max_decoded_bytes,
-        timeout=args.timeout or None,
-        max_connections=args.max_connections,
         allowed_hosts=args.allowed_host,
         allowed_origins=args.allowed_origin,
+        rate_limit=args.rate_limit,
+        **limits,
     )
     print(f"tblog local {__version__}: serving {server.url}", flush=True)
     for name, error in server.load_errors:
@@ -156,8 +132,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     try:
         from tblog.cli.demo import run_demo  # noqa: PLC0415 - needs the local extra
     except ImportError as exc:
-        err(f"tblog demo needs chDB: pip install 'tblog[local]' ({exc})")
-        return 2
+        return _needs_chdb("demo", exc)
     if args.keep:
         return run_demo(args.events, args.threads, args.keep)
     with tempfile.TemporaryDirectory(prefix="tblog-demo-") as tmp:

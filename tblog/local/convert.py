@@ -54,6 +54,15 @@ def _strip(type_: str, wrapper: str) -> str | None:
     return type_[len(prefix) : -1].strip() if type_.startswith(prefix) else None
 
 
+def _bare(type_: str) -> str:
+    """``type_`` without its ``LowCardinality(...)`` and ``Nullable(...)`` wrappers."""
+    while True:
+        inner = _strip(type_, "LowCardinality") or _strip(type_, "Nullable")
+        if inner is None:
+            return type_
+        type_ = inner
+
+
 def _string(value: Any) -> Any:
     return to_text(value)
 
@@ -157,11 +166,7 @@ def converter_for(type_: str) -> tuple[Converter, bool]:
 
 def _fast_type(type_: str) -> type | None:
     """The Python type whose values fit ``type_`` as they are (no check needed)."""
-    while True:
-        inner = _strip(type_, "LowCardinality") or _strip(type_, "Nullable")
-        if inner is None:
-            break
-        type_ = inner
+    type_ = _bare(type_)
     if type_ == "String":
         return str
     if type_ in ("Float32", "Float64"):
@@ -184,11 +189,7 @@ class _Plan:
 
 def _fast_condition(type_: str) -> str:
     """A Python expression on ``v`` true when ``v`` fits ``type_`` as it is."""
-    while True:
-        inner = _strip(type_, "LowCardinality") or _strip(type_, "Nullable")
-        if inner is None:
-            break
-        type_ = inner
+    type_ = _bare(type_)
     if type_ == "String":
         return "type(v) is str"
     if type_ in _INT_RANGES:

@@ -219,6 +219,13 @@ def _strip_comments(text: str) -> str:
     return "".join(out)
 
 
+def _in_quote(text: str, i: int, quote: str) -> tuple[int, str]:
+    """One step inside a ``quote``: past an escaped character, or out at the closing quote."""
+    if text[i] == "\\":
+        return i + 1, quote
+    return i, "" if text[i] == quote else quote
+
+
 def _split_top(text: str, sep: str = ",") -> list[str]:
     """Split on ``sep`` outside parentheses, quotes and backticks."""
     parts: list[str] = []
@@ -229,16 +236,11 @@ def _split_top(text: str, sep: str = ",") -> list[str]:
     while i < len(text):
         c = text[i]
         if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = ""
+            i, quote = _in_quote(text, i, quote)
         elif c in "'\"`":
             quote = c
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
+        elif c in "()":
+            depth += 1 if c == "(" else -1
         elif c == sep and depth == 0:
             parts.append(text[start:i])
             start = i + 1
@@ -260,10 +262,7 @@ def _clauses(text: str) -> list[tuple[str, str]]:
     while i < len(text):
         c = text[i]
         if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = ""
+            i, quote = _in_quote(text, i, quote)
         elif c == "`" and depth == 0:
             end = text.find("`", i + 1)
             if end < 0:
@@ -277,10 +276,8 @@ def _clauses(text: str) -> list[tuple[str, str]]:
             continue
         elif c in "'\"":
             quote = c
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
+        elif c in "()":
+            depth += 1 if c == "(" else -1
         elif depth == 0 and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
             m = _KEYWORDS.match(text, i)
             if m:
