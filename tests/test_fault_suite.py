@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tblog import _diag
-from tblog._delivery.sender import Batch, get_sender
+from tblog._delivery.batch import Batch
+from tblog._delivery.sender import get_sender
 from tests.eventsapi import BlackHole, EventsAPI, Fault, Request
 
 FAST = {"retry_base_delay": 0.01, "retry_max_delay": 0.05}
@@ -278,20 +279,33 @@ def test_a_black_hole_costs_the_caller_nothing_and_flush_stays_bounded(
 ) -> None:
     hole = BlackHole()
     try:
-        handler = make_handler(api_url=hole.url, timeout=0.2, circuit_breaker_threshold=2, **FAST)
+        # A request into the hole takes its whole timeout (1 s): one sent on the caller's
+        # thread would cost that logging call at least that long.
+        handler = make_handler(
+            api_url=hole.url, timeout=1.0, batch_size=20, circuit_breaker_threshold=1,
+            circuit_breaker_reset=3600, **FAST,
+        )  # fmt: skip
         logger.addHandler(handler)
+        logger.info("into the void first")
+        assert handler.flush(0.3) is False
+        assert hole.accepted.wait(5)  # a request hangs in the hole now
         worst = 0.0
-        for i in range(200):
+        for i in range(200):  # ten batches' worth while it hangs
             started = time.perf_counter()
             logger.info("into the void %d", i)
             worst = max(worst, time.perf_counter() - started)
+        print(f"black hole: worst caller latency {worst * 1e6:.0f} us")
+        assert worst < 0.5  # half the timeout: no call waited for a request
         started = time.monotonic()
         assert handler.flush(1.0) is False
         assert time.monotonic() - started < 3
+        # The timeout opens the circuit (after the probe the waiting flush() asked for).
+        deadline = time.monotonic() + 10
+        while handler.stats()["circuit_state"] != "open" and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting for the request threads; no flush() (it would probe)
         stats = handler.stats()
-        assert stats["circuit_state"] == "open" and stats["queue_depth"] == 200, stats
+        assert stats["circuit_state"] == "open" and stats["queue_depth"] == 201, stats
         assert stats["last_error"].startswith("timed out")
-        print(f"black hole: worst caller latency {worst * 1e6:.0f} us")
     finally:
         hole.close()
 

@@ -15,6 +15,7 @@ and never appears in a ``Result``, an exception message or a log line.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import email.utils
 import http.client
 import json
@@ -75,6 +76,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:  # the asctime form and "-0000": every HTTP-date is GMT (RFC 9110)
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
