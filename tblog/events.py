@@ -22,8 +22,8 @@ from typing import Any
 from tblog._closing import Closing
 from tblog._config import Options
 from tblog._event.redact import build_redactor
-from tblog._event.row import iso_utc, new_event_id
 from tblog._event.rows import RowChannel, RowProducer, json_text
+from tblog._event.tb_logs import iso_utc, new_event_id
 
 __all__ = ["Tracker"]
 

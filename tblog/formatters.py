@@ -16,10 +16,10 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 from tblog import _config, context
-from tblog._event import row as _row
+from tblog._event import tb_logs
 from tblog._event.encode import dumps, to_text
-from tblog._event.row import iso_utc
 from tblog._event.snapshot import CTX_ATTR, STANDARD_ATTRS, exc_of
+from tblog._event.tb_logs import iso_utc
 
 __all__ = ["TinybirdJsonFormatter"]
 
@@ -79,14 +79,14 @@ class TinybirdJsonFormatter(JsonFormatter):
         for key, value in a.items():
             if key not in skip and key[:1] != "_":
                 extra[key] = value
-        head = _row.head(
+        head = tb_logs.head(
             record.levelname, record.levelno, record.name, self.app_name, self.environment,
             record.process or 0, record.processName or "", record.thread or 0,
             record.threadName or "", record.module or "", record.funcName or "",
             record.lineno or 0, record.pathname or "",
         )  # fmt: skip
         stack = self.formatStack(record.stack_info) if record.stack_info else None
-        fields = _row.finish(
+        fields = tb_logs.finish(
             head, iso_utc(record.created), message, trace_id, span_id, exc_of(record), stack, extra
         )
         rename = self.rename_fields

@@ -28,8 +28,8 @@ from tblog import _diag
 from tblog._config import Options
 from tblog._event.encode import jsonable, to_text
 from tblog._event.redact import build_redactor
-from tblog._event.row import iso_utc
 from tblog._event.rows import RowChannel, RowProducer, text_or_empty
+from tblog._event.tb_logs import iso_utc
 
 try:
     import litellm

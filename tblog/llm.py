@@ -33,8 +33,8 @@ from tblog._closing import Closing
 from tblog._config import Options, resolve_api_url
 from tblog._event.encode import to_text
 from tblog._event.redact import build_redactor
-from tblog._event.row import iso_utc
 from tblog._event.rows import RowChannel, json_text
+from tblog._event.tb_logs import iso_utc
 
 __all__ = ["ENVIRONMENTS", "LLMSpan", "TraceRecorder", "UnknownTenantError"]
 

@@ -34,20 +34,20 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from tblog import _config, _diag, context
+from tblog._delivery.channel import Channel
 from tblog._delivery.sender import (
     SHUTDOWN_TIMEOUT,
-    Channel,
     _Default,
     busy_threads,
     get_sender,
     holds_logging_lock,
     still_busy,
 )
-from tblog._event import row as _row
+from tblog._event import tb_logs
 from tblog._event.encode import dumps, shrink_event, to_text
 from tblog._event.redact import build_redactor
-from tblog._event.row import iso_utc
 from tblog._event.snapshot import CTX_ATTR, ExcInfo, exc_of, extras_of
+from tblog._event.tb_logs import iso_utc
 
 try:
     import structlog as _structlog
@@ -287,7 +287,7 @@ class TinybirdProcessor:
         positional = f.get("positional_args")
         if positional:
             extra["positional_args"] = positional
-        head = _row.head(
+        head = tb_logs.head(
             level, level_no, logger_name, self.app_name, self.environment,
             _int(f.get("process", a.get("process", pid))),
             _str(f.get("process_name", a.get("processName", ""))),
@@ -299,7 +299,7 @@ class TinybirdProcessor:
             _str(f.get("pathname", a.get("pathname", ""))),
         )  # fmt: skip
         stack = f.get("stack") or f.get("stack_info") or a.get("stack_info")
-        return _row.finish(
+        return tb_logs.finish(
             head,
             _timestamp(f.get("timestamp"), created, record is not None),
             message if isinstance(message, str) else to_text(message),

@@ -31,7 +31,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 import tblog
 from tblog._config import Options
-from tblog._event import row as _row
+from tblog._event import tb_logs
 from tblog._event.snapshot import snapshot_size
 from tblog.structlog import TinybirdProcessor
 
@@ -222,9 +222,9 @@ def _datasource_fields() -> set[str]:
 
 
 def test_the_row_module_names_exactly_the_columns_of_the_datasource() -> None:
-    declared = set(_row.HEAD_FIELDS) | set(_row.TAIL_FIELDS) | set(_row.OPTIONAL_FIELDS)
+    declared = set(tb_logs.HEAD_FIELDS) | set(tb_logs.TAIL_FIELDS) | set(tb_logs.OPTIONAL_FIELDS)
     assert declared == _datasource_fields()
-    assert len(declared) == len(_row.HEAD_FIELDS + _row.TAIL_FIELDS + _row.OPTIONAL_FIELDS)
+    assert len(declared) == len(tb_logs.HEAD_FIELDS + tb_logs.TAIL_FIELDS + tb_logs.OPTIONAL_FIELDS)
 
 
 def _rows_of(handler: logging.Handler, emit: Callable[[logging.Logger], None]) -> list[Any]:
@@ -250,9 +250,9 @@ def _emit_all(log: logging.Logger) -> None:
 
 def _check_row(row: dict[str, Any]) -> None:
     keys = set(row)
-    required = set(_row.HEAD_FIELDS) | set(_row.TAIL_FIELDS)
+    required = set(tb_logs.HEAD_FIELDS) | set(tb_logs.TAIL_FIELDS)
     assert required <= keys, required - keys
-    assert keys <= required | set(_row.OPTIONAL_FIELDS), keys - required
+    assert keys <= required | set(tb_logs.OPTIONAL_FIELDS), keys - required
 
 
 def test_every_producer_writes_the_columns_of_tb_logs_and_nothing_else() -> None:

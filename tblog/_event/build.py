@@ -1,7 +1,7 @@
 """The sender's half of a log record's way out: snapshots become NDJSON lines.
 
 ``EventBuilder`` (sender thread only) turns the snapshots ``tblog._event.snapshot`` took into
-events in the ``tblog`` schema (the ``tb_logs`` row of ``tblog._event.row``) or in the schema
+events in the ``tblog`` schema (the ``tb_logs`` row of ``tblog._event.tb_logs``) or in the schema
 of the Tinybird Python SDK's handler, redacts them and encodes each as one NDJSON line within
 ``max_event_bytes``; ``encode_batch`` is its fast path for the common record.
 """
@@ -15,7 +15,7 @@ import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tblog._event import row as _row
+from tblog._event import tb_logs
 from tblog._event.encode import (
     LINES_PER_CHUNK,
     Fragment,
@@ -26,7 +26,6 @@ from tblog._event.encode import (
     shrink_event,
 )
 from tblog._event.redact import Redactor
-from tblog._event.row import ids, iso_utc
 from tblog._event.snapshot import (
     ARGS_KEY,
     BASE_ATTRS,
@@ -39,6 +38,7 @@ from tblog._event.snapshot import (
     snap_formatter,
     snap_message,
 )
+from tblog._event.tb_logs import ids, iso_utc
 
 
 class _Uncommon(Exception):  # noqa: N818 - a branch, not an error
@@ -300,7 +300,7 @@ class EventBuilder:
     # context, event id, extras).  ``encode_batch`` encodes each head once and caches it.
 
     def _head(self, a: Snapshot) -> dict[str, Any]:
-        return _row.head(
+        return tb_logs.head(
             a["levelname"], a["levelno"] or 0, a["name"], self.app_name, self.environment,
             a["process"] or 0, a["processName"] or "", a["thread"] or 0, a["threadName"] or "",
             a["module"] or "", a["funcName"] or "", a["lineno"] or 0, a["pathname"] or "",
@@ -323,7 +323,7 @@ class EventBuilder:
             created, (trace_id, span_id, _) = a["created"], a["exc_text"]
         except KeyError:  # a record built without LogRecord.__init__: fill in the blanks
             return self.build({**_RECORD_DEFAULTS, **a})
-        event = _row.finish(
+        event = tb_logs.finish(
             head, iso_utc(created), snap_message(a), trace_id, span_id, snap_exc(a),
             a.get("stack_info"), self._extra(a),
         )  # fmt: skip
