@@ -28,7 +28,10 @@ from typing import Any
 from benchmarks.sink import JSONHandler
 from tblog._config import Options
 from tblog._delivery import breaker as _breaker
-from tblog._delivery.sender import Channel, Sender, line_size
+from tblog._delivery import policy as _policy
+from tblog._delivery.batch import line_size
+from tblog._delivery.channel import Channel
+from tblog._delivery.sender import Sender
 from tblog._event.encode import dumps
 
 TOKEN = "p.fleet-token-0123456789abcdef"
@@ -101,15 +104,15 @@ class LimitedAPI:
 @contextlib.contextmanager
 def _pacing(enabled: bool) -> Iterator[None]:
     """``enabled=False``: no X-RateLimit holds and a fixed flush interval (a naive client)."""
-    observe, adapt = _breaker.Pacer.observe, Channel._adapt_interval
+    observe, adapt = _breaker.Pacer.observe, _policy.adapt_interval
     if not enabled:
         _breaker.Pacer.observe = lambda self, key, now, remaining, reset: False  # type: ignore[method-assign]
-        Channel._adapt_interval = lambda self, result: None  # type: ignore[method-assign]
+        _policy.adapt_interval = lambda interval, base, result: interval
     try:
         yield
     finally:
         _breaker.Pacer.observe = observe  # type: ignore[method-assign]
-        Channel._adapt_interval = adapt  # type: ignore[method-assign]
+        _policy.adapt_interval = adapt
 
 
 def run(

@@ -30,9 +30,9 @@ from typing import Any
 from tblog import _config, _diag, context
 from tblog._config import Options
 from tblog._delivery import lifecycle as _lifecycle
+from tblog._delivery.channel import Channel
 from tblog._delivery.sender import (
     SHUTDOWN_TIMEOUT,
-    Channel,
     _Default,
     busy_threads,
     get_sender,

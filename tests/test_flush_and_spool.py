@@ -27,7 +27,9 @@ import tblog
 from tblog import _diag
 from tblog._config import Options
 from tblog._delivery import spool as _spool
-from tblog._delivery.sender import Channel, Sender, line_size
+from tblog._delivery.batch import line_size
+from tblog._delivery.channel import Channel
+from tblog._delivery.sender import Sender
 from tblog._delivery.spool import Spool
 from tblog._event.build import EventBuilder
 from tblog._event.snapshot import snapshot

@@ -175,7 +175,7 @@ def test_pid_check_covers_a_fork_without_hooks(
 
 @fork_only
 def test_a_forked_child_never_repeats_its_parents_event_ids() -> None:
-    from tblog._event.row import new_event_id
+    from tblog._event.tb_logs import new_event_id
 
     parent = [new_event_id() for _ in range(3)]
     read_end, write_end = os.pipe()

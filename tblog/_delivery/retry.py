@@ -8,14 +8,22 @@ BASE_DELAY = 0.5
 MAX_DELAY = 30.0
 
 
-def backoff(attempt: int, *, base: float = BASE_DELAY, cap: float = MAX_DELAY) -> float:
+def backoff(
+    attempt: int,
+    *,
+    base: float = BASE_DELAY,
+    cap: float = MAX_DELAY,
+    rng: random.Random | None = None,
+) -> float:
     """Delay before retry number ``attempt`` (1-based): base * 2**(attempt-1), capped, jittered.
 
     The jitter keeps between half and all of the exponential delay ("equal jitter"),
-    so a fleet of processes that failed together does not retry together.
+    so a fleet of processes that failed together does not retry together.  ``rng``: the
+    random source (a seeded one makes the delay reproducible); the ``random`` module's without.
     """
+    uniform = random.uniform if rng is None else rng.uniform
     delay = min(cap, base * (2 ** max(0, attempt - 1)))
-    return float(delay / 2 + random.uniform(0, delay / 2))
+    return float(delay / 2 + uniform(0, delay / 2))
 
 
 def retry_delay(
@@ -25,6 +33,7 @@ def retry_delay(
     base: float = BASE_DELAY,
     cap: float = MAX_DELAY,
     spread: float = 0.0,
+    rng: random.Random | None = None,
 ) -> float:
     """The server's ``Retry-After``/``X-RateLimit-Reset`` wins when given (bounded by ``cap``*2).
 
@@ -34,5 +43,6 @@ def retry_delay(
     """
     if server_hint is not None:
         hint = min(max(server_hint, 0.0), cap * 2)
-        return hint + random.uniform(0, hint * spread) if spread else hint
-    return backoff(attempt, base=base, cap=cap)
+        uniform = random.uniform if rng is None else rng.uniform
+        return hint + uniform(0, hint * spread) if spread else hint
+    return backoff(attempt, base=base, cap=cap, rng=rng)

@@ -243,7 +243,7 @@ class Transport:
 
     def session(self) -> requests.Session:
         if self._session is None:
-            # Requests to one host run side by side (one per datasource, see _sender.InFlight):
+            # Requests to one host run side by side (one per datasource, see batch.InFlight):
             # room for as many kept-alive connections, or urllib3 warns and discards them.
             # The session ignores the environment (no ~/.netrc entry replaces the Bearer
             # token); proxies and the CA bundle are read once per destination (``_settings``).
