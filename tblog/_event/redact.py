@@ -340,6 +340,19 @@ class Redactor:
         """
         if self._user:
             return [len(t) >= 8 for t in texts]
+        unique = dict.fromkeys(texts)
+        if len(unique) < len(texts):
+            # repeated messages (a constant one, logged in a loop) are scanned once: a text's
+            # flag depends only on it and on what the batch holds, which repeats do not change
+            flags = self._screen(list(unique))
+            if flags is None:
+                return None
+            judged = dict(zip(unique, flags, strict=True))
+            return [judged[t] for t in texts]
+        return self._screen(texts)
+
+    def _screen(self, texts: list[str]) -> list[bool] | None:
+        """``screen`` without the user's patterns, for ``texts`` as given."""
         joined = "\x00".join(texts)
         low = joined.lower()
         found = [w for w in _HINT_WORDS if w in low]
