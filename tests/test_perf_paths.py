@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
-from tblog._event import EventBuilder, snapshot
-from tblog._redact import REDACTED, Redactor
+from tblog._event.build import EventBuilder
+from tblog._event.redact import REDACTED, Redactor
+from tblog._event.snapshot import snapshot
 
 CARD = "4111 1111 1111 1111"
 
@@ -76,3 +78,47 @@ def test_interleaved_call_sites_keep_their_own_heads() -> None:
     assert count == len(sites)
     got = [(e["logger"], e["level_no"], e["lineno"], e["message"]) for e in events]
     assert got == [(n, lv, ln, f"m{i}") for i, (n, lv, ln) in enumerate(sites)]
+
+
+def test_interleaved_extras_and_a_refused_line_keep_every_event_its_own_fields() -> None:
+    # Consecutive records with the same attribute names reuse their extras' names; the one
+    # dict every line is encoded from must carry nothing over, also after a record that
+    # orjson refuses (a non-str extra key: the general path takes it).
+    builder = EventBuilder(
+        app_name="a",
+        environment="",
+        schema="tblog",
+        static_fields={},
+        max_event_bytes=1 << 20,
+        redactor=Redactor(),
+    )
+    extras: list[dict[Any, Any]] = [
+        {"user": "bob"},
+        {"user": "ann"},
+        {"password": "hunter2222"},
+        {"user": "eve"},
+        {5: "five"},
+        {},
+        {"user": "joe", "password": "s3cr3t-pw"},
+        {"user": "kim"},
+    ]
+    snaps = []
+    for i, extra in enumerate(extras):
+        record = logging.LogRecord("x", logging.INFO, __file__, 7, f"m{i}", None, None)
+        record.__dict__.update(extra)
+        snaps.append(snapshot(record, 0, None)[0])
+    chunks, count = builder.encode_batch(snaps)
+    events = [json.loads(line) for chunk in chunks for line in chunk.split(b"\n")]
+    assert count == len(extras)
+    assert [e["message"] for e in events] == [f"m{i}" for i in range(len(extras))]
+    assert [e["extra"] for e in events] == [
+        {"user": "bob"},
+        {"user": "ann"},
+        {"password": REDACTED},
+        {"user": "eve"},
+        {"5": "five"},
+        {},
+        {"user": "joe", "password": REDACTED},
+        {"user": "kim"},
+    ]
+    assert len({e["event_id"] for e in events}) == len(extras)

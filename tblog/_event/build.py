@@ -145,6 +145,15 @@ class EventBuilder:
         out: list[bytes] = []
         parts: list[bytes] = []
         count = 0
+        last_shape: tuple[Any, ...] | None = None  # consecutive records of one call site
+        last_names: tuple[str, ...] | None = None
+        keys: tuple[str, ...] = ()
+        found = False
+        # One dict for every line, its values replaced (cheaper than a new dict each time);
+        # "level" holds the head fragment: the level's value and the head fields.
+        event: dict[str, Any] = dict.fromkeys(
+            ("level", "timestamp", "message", "trace_id", "span_id", "event_id", "extra")
+        )
         for i, a in enumerate(snaps):
             line: bytes | None = None
             try:
@@ -154,7 +163,9 @@ class EventBuilder:
                 if exc_info or stack_info or FMT_KEY in a:
                     raise _Uncommon
                 shape = shape_of(a)
-                head = heads.get(shape) or self._new_head(a, shape)
+                if shape != last_shape:
+                    event["level"] = heads.get(shape) or self._new_head(a, shape)
+                    last_shape = shape
                 micros = int(created * 1_000_000 + 0.5)
                 if micros // 1000 != last_ms:  # a new millisecond: "...T12:00:00.123"
                     last_ms = micros // 1000
@@ -172,7 +183,10 @@ class EventBuilder:
                     extra = {}
                 else:
                     names = tuple(a)
-                    keys, secret = extras.get(names) or self._new_extras(names)
+                    if names != last_names:
+                        keys, found = extras.get(names) or self._new_extras(names)
+                        last_names = names
+                    secret = found
                     extra = {}
                     for key in keys:
                         extra[key] = a[key]
@@ -189,18 +203,13 @@ class EventBuilder:
                             if t not in scalars and (t is not str or len(value) >= 8):
                                 extra = redactor.flat(extra)
                                 break
-                line = odumps(
-                    {
-                        "level": head,  # the fragment: the level's value and the head fields
-                        "timestamp": prefix + digits_z[micros % 1000],
-                        "message": message,
-                        "trace_id": trace_id,
-                        "span_id": span_id,
-                        "event_id": id_block + _HEX2[number & 255],
-                        "extra": extra,
-                    },
-                    default=default,
-                )
+                event["timestamp"] = prefix + digits_z[micros % 1000]
+                event["message"] = message
+                event["trace_id"] = trace_id
+                event["span_id"] = span_id
+                event["event_id"] = id_block + _HEX2[number & 255]
+                event["extra"] = extra
+                line = odumps(event, default=default)
                 if len(line) > limit:
                     line = self._encode_one(a)  # shrunk there
             except Exception:  # noqa: BLE001 - uncommon, built in some other way, refused by
