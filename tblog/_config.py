@@ -116,8 +116,10 @@ class Options:
                 message = f"redact_patterns: {pattern!r} is not a valid regex: {exc}"
                 raise ValueError(message) from None
         object.__setattr__(self, "redact_patterns", patterns)
-        if not isinstance(self.static_fields, Mapping):
+        static = resolved(self.static_fields)
+        if not isinstance(static, Mapping):
             raise TypeError("static_fields must be a mapping of field names to values")
+        object.__setattr__(self, "static_fields", static)
 
 
 def options_from(options: Mapping[str, Any]) -> Options:
@@ -287,6 +289,7 @@ def check_schema(schema: object) -> str:
 
 def ignored_prefixes(ignore_loggers: Iterable[str] | str | None) -> tuple[str, ...]:
     """Logger names whose records (and their children's) are never shipped."""
+    ignore_loggers = resolved(ignore_loggers)
     if isinstance(ignore_loggers, str):
         ignore_loggers = [ignore_loggers]
     names = list(ALWAYS_IGNORED)
@@ -339,8 +342,27 @@ def _optional_str(name: str, value: object) -> None:
         raise TypeError(f"{name} must be a non-empty str (a path) or None, not {value!r}")
 
 
+def resolved(value: Any) -> Any:
+    """``value`` with what ``dictConfig`` left for later resolved, at any depth.
+
+    ``dictConfig`` hands a handler its nested dicts and lists as ``ConvertingDict``/
+    ``ConvertingList``, which turn ``cfg://`` and ``ext://`` strings into what they name only
+    when an item is read by key or index: iterating or copying them sees the strings.  This
+    reads every item that way (other values are returned as they are).
+    """
+    config = sys.modules.get("logging.config")  # not imported: nothing of it to resolve
+    if config is None:
+        return value
+    if isinstance(value, config.ConvertingDict):
+        return {key: resolved(value[key]) for key in list(value.keys())}
+    if isinstance(value, (config.ConvertingList, config.ConvertingTuple)):
+        return [resolved(value[i]) for i in range(len(value))]
+    return value
+
+
 def str_tuple(name: str, value: object) -> tuple[str, ...]:
     """A list (from YAML) or tuple of strings, or a single string, as a tuple."""
+    value = resolved(value)
     if value is None:
         return ()
     if isinstance(value, str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import os
 import queue
 import sys
 from collections.abc import Iterator
@@ -98,3 +99,41 @@ def test_listener_starts_itself_as_dictconfig_builds_it(
         log.removeHandler(qh)
     assert target.flush(5)
     assert [r["message"] for r in events_api.rows()] == ["kept"]
+
+
+def test_cfg_and_ext_references_inside_list_and_dict_options_are_resolved(
+    events_api: EventsAPI, restore_root: None
+) -> None:
+    # dictConfig resolves cfg:// and ext:// inside nested lists and dicts only when an item is
+    # read by key or index; a handler that copies or iterates them would see the strings.
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "app": {"region": "eu-west-1", "secret_field": "session_ref", "noisy": "chatty"},
+            "handlers": {
+                "tinybird": {
+                    "class": "tblog.TinybirdLoggingHandler",
+                    "api_url": events_api.url,
+                    "token": events_api.token,
+                    "app_name": "cfg-app",
+                    "static_fields": {
+                        "region": "cfg://app.region",
+                        "nested": {"sep": "ext://os.sep", "list": ["cfg://app.region"]},
+                    },
+                    "redact_keys": ["cfg://app.secret_field"],
+                    "ignore_loggers": ["cfg://app.noisy"],
+                }
+            },
+            "root": {"level": "INFO", "handlers": ["tinybird"]},
+        }
+    )
+    [handler] = [
+        h for h in logging.getLogger().handlers if isinstance(h, tblog.TinybirdLoggingHandler)
+    ]
+    logging.getLogger("svc").info("resolved", extra={"session_ref": "s3cr3t-value-123"})
+    logging.getLogger("chatty.sub").info("never shipped")
+    assert handler.flush(5)
+    [row] = events_api.rows()
+    assert row["extra"]["region"] == "eu-west-1"
+    assert row["extra"]["nested"] == {"sep": os.sep, "list": ["eu-west-1"]}
+    assert row["extra"]["session_ref"] == "[REDACTED]"

@@ -7,6 +7,8 @@ import re
 import time
 from datetime import datetime, timezone
 
+from tblog._config import TOKEN_ENV
+from tblog._sql import READ_TOKEN_ENV
 from tblog.cli.http import ApiClient
 
 __all__ = ["add_connection_args", "client_from", "parse_since", "parse_time"]
@@ -19,16 +21,14 @@ def add_connection_args(parser: argparse.ArgumentParser, *, read: bool) -> None:
     parser.add_argument(
         "--host", help="API URL (default: $TB_API_URL, $TB_HOST, else https://api.tinybird.co)"
     )
-    tokens = (
-        "$TB_READ_TOKEN, $TB_TOKEN, $TINYBIRD_TOKEN"
-        if read
-        else "$TB_TOKEN, $TB_WRITE_TOKEN or $TINYBIRD_TOKEN"
-    )
+    names = READ_TOKEN_ENV if read else TOKEN_ENV
+    tokens = ", else ".join(f"${name}" for name in names)
     parser.add_argument("--token", help=f"token (default: {tokens})")
 
 
-def client_from(args: argparse.Namespace) -> ApiClient:
-    return ApiClient(getattr(args, "host", None), getattr(args, "token", None))
+def client_from(args: argparse.Namespace, *, read: bool) -> ApiClient:
+    """The API client of a subcommand; ``read``: its token comes from the read variables."""
+    return ApiClient(getattr(args, "host", None), getattr(args, "token", None), read=read)
 
 
 def parse_since(text: str) -> float:

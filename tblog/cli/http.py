@@ -14,6 +14,7 @@ import requests
 from tblog._config import resolve_api_url, resolve_token
 from tblog._event.encode import gzip_bytes
 from tblog._http import session_for
+from tblog._sql import resolve_read_token
 from tblog._version import __version__
 
 __all__ = ["ApiClient", "ApiError"]
@@ -28,11 +29,19 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    """``host``/``token`` fall back to ``TB_API_URL``/``TB_HOST`` and ``TB_TOKEN`` & co."""
+    """``host`` falls back to ``TB_API_URL``/``TB_HOST``; ``token`` to the read variables
+    (``tblog._sql.READ_TOKEN_ENV``) when ``read``, else to the write ones (``TOKEN_ENV``)."""
 
-    def __init__(self, host: str | None = None, token: str | None = None, timeout: float = 30.0):
+    def __init__(
+        self,
+        host: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        *,
+        read: bool = False,
+    ) -> None:
         self.host = resolve_api_url(host)
-        self._token = resolve_token(token)
+        self._token = resolve_read_token(token) if read else resolve_token(token)
         self.timeout = timeout
         self.session = session_for(self.host, user_agent=f"tblog-cli/{__version__}")
         self.session.headers["Authorization"] = f"Bearer {self._token}"

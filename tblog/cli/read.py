@@ -75,7 +75,7 @@ def _run_query(args: argparse.Namespace) -> int:
 
 
 def _run_sql(args: argparse.Namespace) -> int:
-    client = client_from(args)
+    client = client_from(args, read=True)
     try:
         if re.search(r"\bFORMAT\s+\w+\s*;?\s*$", args.sql, re.IGNORECASE):
             sys.stdout.write(client.sql_text(args.sql))
@@ -136,7 +136,7 @@ def tail_query(args: argparse.Namespace, after: str | None) -> str:
 
 
 def _run_tail(args: argparse.Namespace) -> int:
-    client = client_from(args)
+    client = client_from(args, read=True)
     after: str | None = None
     try:
         while True:

@@ -50,7 +50,7 @@ def _batches(stream: IO[bytes], max_rows: int) -> Iterator[list[bytes]]:
 
 
 def _run_send(args: argparse.Namespace) -> int:
-    client = client_from(args)
+    client = client_from(args, read=False)
     sent = ok = bad = nbytes = 0
     started = time.monotonic()
     failed = False
