@@ -24,6 +24,7 @@ instead of an event dict) is a configuration error and raises ``TypeError``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import os
@@ -170,6 +171,10 @@ class TinybirdProcessor:
         self.api_url = target.api_url
         self.ignored = 0
         self.filtered = 0
+        self.duplicates = 0
+        # The records shipped last (see ``_seen_before``): a ProcessorFormatter shared by two
+        # handlers formats each record twice, each time on a copy of it.
+        self._recent: dict[tuple[Any, ...], None] = {}
         self._checked = False
         self._misplaced = ""
         self._closed = False
@@ -188,6 +193,7 @@ class TinybirdProcessor:
         if not self._checked:
             self._misplaced = self._check_chain()
             self._checked = True
+            self._check_formatters()
         if self._misplaced:
             raise TypeError(self._misplaced)
         try:
@@ -210,6 +216,8 @@ class TinybirdProcessor:
         attrs: dict[str, Any] | None = None
         if record is not None and isinstance(record, logging.LogRecord):
             attrs = record.__dict__.copy()
+            if self._seen_before(attrs):
+                return
             name = str(attrs.get("name") or "")
             created = float(attrs.get("created") or time.time())
         else:
@@ -258,6 +266,60 @@ class TinybirdProcessor:
                     return _misplaced_message(f"the output of {name}")
                 return ""
         return ""
+
+    def _seen_before(self, attrs: dict[str, Any]) -> bool:
+        """True when the record ``attrs`` copies was shipped already (counted, told once).
+
+        ``ProcessorFormatter`` formats a copy of the record for each handler it serves, so a
+        record is known by what its copies share: its time, thread, process and call site.
+        """
+        key = (
+            attrs.get("created"), attrs.get("relativeCreated"), attrs.get("thread"),
+            attrs.get("process"), attrs.get("name"), attrs.get("lineno"), attrs.get("msecs"),
+        )  # fmt: skip
+        recent = self._recent
+        if key in recent:
+            self.duplicates += 1
+            self._tell(
+                "duplicate",
+                "the same log record reached TinybirdProcessor twice (is one "
+                "ProcessorFormatter shared by two handlers?); it is shipped once",
+            )
+            return True
+        recent[key] = None
+        if len(recent) > _RECENT_MAX:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                del recent[next(iter(recent))]
+        return False
+
+    def _tell(self, cause: str, what: str) -> None:
+        """``what`` once to the ``tblog`` logger, and once on stderr unless silenced."""
+        key = f"structlog-{cause}:{id(self)}"
+        _diag.warn_once(key, "tblog: %s", what)
+        if self.options.warn_stderr:
+            _diag.tell(
+                key,
+                f"tblog: {what} [once per process; TBLOG_QUIET=1 or warn_stderr=False silences]",
+            )
+
+    def _check_formatters(self) -> None:
+        """Tell once when a ProcessorFormatter runs this processor after
+        ``remove_processors_meta``: the record (logger name, function, line) is gone by then."""
+        try:
+            loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+            for lg in loggers:
+                for handler in getattr(lg, "handlers", ()):
+                    chain = list(getattr(handler.formatter, "processors", None) or ())
+                    if self in chain and any(p is _REMOVE_META for p in chain[: chain.index(self)]):
+                        self._tell(
+                            "meta",
+                            "TinybirdProcessor comes after remove_processors_meta in a "
+                            "ProcessorFormatter, so its rows lack the logger name, function "
+                            "and line; put it before remove_processors_meta",
+                        )
+                        return
+        except Exception:  # noqa: BLE001, S110 - the check is best effort
+            pass
 
     # -- the sender thread -------------------------------------------------------------
 
@@ -330,12 +392,21 @@ class TinybirdProcessor:
         self._channel.closed = True
 
     def stats(self) -> dict[str, Any]:
-        """Counters: enqueued, sent, batches, bytes, drops by reason, ignored, filtered."""
+        """Counters: enqueued, sent, batches, bytes, drops by reason, ignored, filtered, and
+        duplicates (a record that reached the processor again, not shipped twice)."""
         stats = self._channel.stats()
         stats["ignored"] = self.ignored
         stats["filtered"] = self.filtered
+        stats["duplicates"] = self.duplicates
         stats["app_name"] = self.app_name
         return stats
+
+
+#: Records remembered for ``_seen_before``.
+_RECENT_MAX = 256
+_REMOVE_META = getattr(
+    getattr(_structlog.stdlib, "ProcessorFormatter", None), "remove_processors_meta", None
+)
 
 
 def _misplaced_message(got: str) -> str:

@@ -320,3 +320,53 @@ def test_callsite_parameters_fill_their_columns(events_api: EventsAPI, make_proc
     assert row["lineno"] > 0
     assert row["thread_name"] == "MainThread"
     assert set(row["extra"]) <= {"qual_module", "qual_name"}  # no column for these
+
+
+def test_one_processor_formatter_shared_by_two_handlers_ships_each_record_once(
+    events_api: EventsAPI, make_processor: Any, logger: logging.Logger, capfd: Any
+) -> None:
+    proc = make_processor(warn_stderr=True)
+    formatter = structlog.stdlib.ProcessorFormatter(
+        processors=[
+            proc,
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.JSONRenderer(),
+        ]
+    )
+    outs = [io.StringIO(), io.StringIO()]
+    for out in outs:
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(formatter)  # one formatter, two handlers (console and file)
+        logger.addHandler(handler)
+    for i in range(3):
+        logger.warning("twice formatted %d", i)
+    logger.warning("twice formatted %d", 0)  # the same text again is a new record: shipped
+    assert proc.flush(5)
+    rows = events_api.rows()
+    assert [r["message"] for r in rows] == [f"twice formatted {i}" for i in (0, 1, 2, 0)]
+    assert len({r["event_id"] for r in rows}) == 4
+    assert all(len(out.getvalue().splitlines()) == 4 for out in outs)  # both still print
+    assert proc.stats()["duplicates"] == 4
+    err = capfd.readouterr().err
+    assert err.count("reached TinybirdProcessor twice") == 1
+
+
+def test_placed_after_remove_processors_meta_is_told_once(
+    make_processor: Any, logger: logging.Logger, capfd: Any
+) -> None:
+    proc = make_processor(warn_stderr=True)
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                proc,
+                structlog.processors.JSONRenderer(),
+            ]
+        )
+    )
+    logger.addHandler(handler)
+    logger.warning("first")
+    logger.warning("second")
+    err = capfd.readouterr().err
+    assert err.count("comes after remove_processors_meta") == 1
