@@ -174,7 +174,7 @@ class TinybirdProcessor:
         self.duplicates = 0
         # The records shipped last (see ``_seen_before``): a ProcessorFormatter shared by two
         # handlers formats each record twice, each time on a copy of it.
-        self._recent: dict[tuple[Any, ...], None] = {}
+        self._recent: dict[tuple[Any, ...], Any] = {}
         self._checked = False
         self._misplaced = ""
         self._closed = False
@@ -270,15 +270,15 @@ class TinybirdProcessor:
     def _seen_before(self, attrs: dict[str, Any]) -> bool:
         """True when the record ``attrs`` copies was shipped already (counted, told once).
 
-        ``ProcessorFormatter`` formats a copy of the record for each handler it serves, so a
-        record is known by what its copies share: its time, thread, process and call site.
+        ``ProcessorFormatter`` formats a shallow copy of the record for each handler it
+        serves: the copies share the record's ``created`` float object, which no other record
+        has.  Holding on to it (for the last ``_RECENT_MAX`` records) keeps its identity from
+        being reused, also where the clock is coarse and two records share a time.
         """
-        key = (
-            attrs.get("created"), attrs.get("relativeCreated"), attrs.get("thread"),
-            attrs.get("process"), attrs.get("name"), attrs.get("lineno"), attrs.get("msecs"),
-        )  # fmt: skip
+        created = attrs.get("created")
+        key = (created, attrs.get("thread"), attrs.get("name"), attrs.get("lineno"))
         recent = self._recent
-        if key in recent:
+        if created is not None and recent.get(key) is created:
             self.duplicates += 1
             self._tell(
                 "duplicate",
@@ -286,7 +286,7 @@ class TinybirdProcessor:
                 "ProcessorFormatter shared by two handlers?); it is shipped once",
             )
             return True
-        recent[key] = None
+        recent[key] = created
         if len(recent) > _RECENT_MAX:
             with contextlib.suppress(StopIteration, KeyError, RuntimeError):
                 del recent[next(iter(recent))]

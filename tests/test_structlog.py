@@ -370,3 +370,24 @@ def test_placed_after_remove_processors_meta_is_told_once(
     logger.warning("second")
     err = capfd.readouterr().err
     assert err.count("comes after remove_processors_meta") == 1
+
+
+def test_records_that_share_a_time_are_not_taken_for_repeats(
+    events_api: EventsAPI, make_processor: Any, logger: logging.Logger
+) -> None:
+    # A coarse clock (Windows before 3.13) gives records of a tight loop one time: only the
+    # copies of one record are repeats.
+    proc = make_processor()
+    formatter = structlog.stdlib.ProcessorFormatter(
+        processors=[proc, structlog.processors.JSONRenderer()]
+    )
+    created = 1_700_000_000.25
+    for i in range(3):
+        record = logging.LogRecord(logger.name, logging.INFO, __file__, 7, "same %d", (i,), None)
+        record.created = float(str(created))  # an equal value, a float object of its own
+        record.relativeCreated, record.msecs = 5.0, 250.0
+        formatter.format(record)
+        formatter.format(record)  # a second handler
+    assert proc.flush(5)
+    assert [r["message"] for r in events_api.rows()] == ["same 0", "same 1", "same 2"]
+    assert proc.stats()["duplicates"] == 3

@@ -56,5 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ApiError, ValueError) as exc:
         err(str(exc))
         return 1
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader of our output left (``| head``)
         return 0
+    except KeyboardInterrupt:
+        err("interrupted")
+        return 130
+    except OSError as exc:  # a file that is not there, a port in use: one line, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        err(f"{exc.strerror or exc}{where}")
+        return 1

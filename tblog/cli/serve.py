@@ -89,17 +89,23 @@ def _run_local(args: argparse.Namespace) -> int:
     limits = {keyword: getattr(args, _dest(flag)) for flag, _t, _d, keyword, _h in _LIMITS}
     for keyword in _NONE_WHEN_ZERO:
         limits[keyword] = limits[keyword] or None
-    server = LocalServer(
-        args.data_dir,
-        host=args.host,
-        port=args.port,
-        datasources=args.datasources,
-        admin_token=args.token,
-        allowed_hosts=args.allowed_host,
-        allowed_origins=args.allowed_origin,
-        rate_limit=args.rate_limit,
-        **limits,
-    )
+    try:
+        server = LocalServer(
+            args.data_dir,
+            host=args.host,
+            port=args.port,
+            datasources=args.datasources,
+            admin_token=args.token,
+            allowed_hosts=args.allowed_host,
+            allowed_origins=args.allowed_origin,
+            rate_limit=args.rate_limit,
+            **limits,
+        )
+    except ImportError as exc:  # chDB is imported when the store opens
+        return _needs_chdb("local", exc)
+    except OSError as exc:
+        err(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}")
+        return 1
     print(f"tblog local {__version__}: serving {server.url}", flush=True)
     for name, error in server.load_errors:
         err(f"skipped {name}: {error}")
@@ -133,7 +139,10 @@ def _run_demo(args: argparse.Namespace) -> int:
         from tblog.cli.demo import run_demo  # noqa: PLC0415 - needs the local extra
     except ImportError as exc:
         return _needs_chdb("demo", exc)
-    if args.keep:
-        return run_demo(args.events, args.threads, args.keep)
-    with tempfile.TemporaryDirectory(prefix="tblog-demo-") as tmp:
-        return run_demo(args.events, args.threads, tmp)
+    try:
+        if args.keep:
+            return run_demo(args.events, args.threads, args.keep)
+        with tempfile.TemporaryDirectory(prefix="tblog-demo-") as tmp:
+            return run_demo(args.events, args.threads, tmp)
+    except ImportError as exc:  # chDB is imported when the local server opens its store
+        return _needs_chdb("demo", exc)

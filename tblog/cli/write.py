@@ -29,16 +29,23 @@ def add_send(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("file", nargs="?", default="-", help="an NDJSON file, or - for stdin")
     p.add_argument("--batch-rows", type=int, default=_SEND_BATCH_ROWS, help="rows per request")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--skip", type=int, default=0, metavar="N",
+        help="skip the first N rows (to go on after an interruption: it prints N)",
+    )  # fmt: skip
     add_connection_args(p, read=False)
     p.set_defaults(func=_run_send)
 
 
-def _batches(stream: IO[bytes], max_rows: int) -> Iterator[list[bytes]]:
+def _batches(stream: IO[bytes], max_rows: int, skip: int = 0) -> Iterator[list[bytes]]:
     batch: list[bytes] = []
     size = 0
     for raw in stream:
         line = raw.strip()
         if not line:
+            continue
+        if skip > 0:
+            skip -= 1
             continue
         if batch and (len(batch) >= max_rows or size + len(line) > _SEND_BATCH_BYTES):
             yield batch
@@ -54,35 +61,45 @@ def _run_send(args: argparse.Namespace) -> int:
     sent = ok = bad = nbytes = 0
     started = time.monotonic()
     failed = False
-    with contextlib.ExitStack() as stack:
-        stack.callback(client.close)
-        if args.file == "-":
-            stream: IO[bytes] = sys.stdin.buffer
-            total = 0
-        else:
-            stream = stack.enter_context(open(args.file, "rb"))
-            total = os.path.getsize(args.file)
-        for batch in _batches(stream, max(1, args.batch_rows)):
-            try:
-                answer = client.append(args.datasource, batch)
-            except ApiError as exc:
-                err(f"\nbatch of {len(batch)} rows failed: {exc}")
-                failed = True
-                break
-            sent += len(batch)
-            nbytes += sum(len(line) + 1 for line in batch)
-            ok += int(answer.get("successful_rows", 0) or 0)
-            bad += int(answer.get("quarantined_rows", 0) or 0)
-            if answer.get("error"):
-                err(f"\n{answer['error']}")
-            if not args.quiet:
-                progress((sent, ok, bad, nbytes), started, total)
+    interrupted = False
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(client.close)
+            if args.file == "-":
+                stream: IO[bytes] = sys.stdin.buffer
+                total = 0
+            else:
+                stream = stack.enter_context(open(args.file, "rb"))
+                total = os.path.getsize(args.file)
+            for batch in _batches(stream, max(1, args.batch_rows), max(0, args.skip)):
+                try:
+                    answer = client.append(args.datasource, batch)
+                except ApiError as exc:
+                    err(f"\nbatch of {len(batch)} rows failed: {exc}")
+                    failed = True
+                    break
+                sent += len(batch)
+                nbytes += sum(len(line) + 1 for line in batch)
+                ok += int(answer.get("successful_rows", 0) or 0)
+                bad += int(answer.get("quarantined_rows", 0) or 0)
+                if answer.get("error"):
+                    err(f"\n{answer['error']}")
+                if not args.quiet:
+                    progress((sent, ok, bad, nbytes), started, total)
+    except KeyboardInterrupt:
+        interrupted = True
     if not args.quiet:
         sys.stderr.write("\n")
     print(f"sent {sent} rows to {args.datasource}: {ok} ok, {bad} quarantined")
     if bad:
         table = f"{args.datasource}_quarantine"
         print(f"see them with: tblog query 'SELECT * FROM {table}'")  # noqa: S608
+    if interrupted or failed:
+        done = max(0, args.skip) + sent
+        err(f"{'interrupted' if interrupted else 'stopped'}: {done} rows confirmed; to go on: "
+            f"tblog send {args.datasource} {args.file} --skip {done}")  # fmt: skip
+    if interrupted:
+        return 130
     return 1 if failed else 0
 
 

@@ -54,6 +54,7 @@ import math
 import queue
 import re
 import socket
+import sys
 import threading
 import time
 import zlib
@@ -625,6 +626,14 @@ class _Server(ThreadingHTTPServer):
     def _release(self) -> None:
         with self._active_lock:
             self._active -= 1
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that left mid-answer is no error of the server's: nothing is printed.
+        Anything else is one line on stderr, not a traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        print(f"tblog local: request from {client_address[0]} failed: {exc!r}", file=sys.stderr)
 
     def _refuse(self, request: socket.socket) -> None:
         try:
