@@ -109,6 +109,7 @@ def test_cfg_and_ext_references_inside_list_and_dict_options_are_resolved(
     logging.config.dictConfig(
         {
             "version": 1,
+            "disable_existing_loggers": False,  # other tests' loggers stay as they are
             "app": {"region": "eu-west-1", "secret_field": "session_ref", "noisy": "chatty"},
             "handlers": {
                 "tinybird": {
