@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from tblog import cli
 from tblog.cli.args import parse_since
 from tblog.cli.write import DATASOURCES_DIR
 from tblog.local.server import LocalServer
+from tests.cliutil import run_tblog
 from tests.localserver import event, ndjson, post, scalar, serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,11 +149,7 @@ def test_help_lists_every_subcommand_once(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_demo_runs_and_reports_every_event_arrived(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TB_", "TINYBIRD"))}
-    done = subprocess.run(
-        [sys.executable, "-m", "tblog", "demo", "--events", "600", "--threads", "3"],
-        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path, check=False,
-    )  # fmt: skip
+    done = run_tblog("demo", "--events", "600", "--threads", "3", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK: every event arrived, typed." in done.stdout
     sent = next(line for line in done.stdout.splitlines() if line.startswith("sent "))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -20,21 +19,9 @@ from typing import Any, ClassVar
 import pytest
 
 from tblog.local.server import _Server
+from tests.cliutil import clean_env, run_tblog
 
 TOKEN = "p.cli-errors-token-0123"
-
-
-def _env(**more: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TB_", "TINYBIRD"))}
-    env.update(more)
-    return env
-
-
-def _tblog(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tblog", *args], capture_output=True, text=True,
-        env=env or _env(), timeout=120, check=False,
-    )  # fmt: skip
 
 
 def _one_line(stderr: str) -> str:
@@ -46,7 +33,7 @@ def _one_line(stderr: str) -> str:
 
 def test_send_names_a_missing_file_in_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "nope.ndjson"
-    done = _tblog("send", "events", str(missing), env=_env(TB_HOST="http://127.0.0.1:9",
+    done = run_tblog("send", "events", str(missing), env=clean_env(TB_HOST="http://127.0.0.1:9",
                                                            TB_TOKEN=TOKEN))  # fmt: skip
     assert done.returncode == 1
     line = _one_line(done.stderr)
@@ -62,7 +49,7 @@ def test_without_chdb_the_install_hint_shows(command: str, tmp_path: Path) -> No
         f"if {command!r} == 'local' else ['--events', '10'])))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=_env(), timeout=120, check=False)  # fmt: skip
+                          env=clean_env(), timeout=120, check=False)  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "pip install 'tblog[local]'" in _one_line(done.stderr)
 
@@ -72,7 +59,7 @@ def test_local_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = _tblog("local", "--port", str(port), "--data-dir", str(tmp_path / "data"))
+        done = run_tblog("local", "--port", str(port), "--data-dir", str(tmp_path / "data"))
     assert done.returncode == 1
     line = _one_line(done.stderr)
     assert f"cannot serve on 127.0.0.1:{port}" in line and "in use" in line
@@ -125,7 +112,7 @@ def test_ctrl_c_during_send_says_how_far_it_got_and_exits_130(counting_server: s
     proc = subprocess.Popen(
         [sys.executable, "-m", "tblog", "send", "events", "-", "--batch-rows", "1", "--quiet"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=_env(TB_HOST=counting_server, TB_TOKEN=TOKEN),
+        env=clean_env(TB_HOST=counting_server, TB_TOKEN=TOKEN),
     )  # fmt: skip
     assert proc.stdin is not None
     try:
@@ -147,8 +134,8 @@ def test_ctrl_c_during_send_says_how_far_it_got_and_exits_130(counting_server: s
 def test_send_skip_goes_on_where_it_stopped(counting_server: str, tmp_path: Path) -> None:
     rows = tmp_path / "rows.ndjson"
     rows.write_text("".join(f'{{"a": {i}}}\n' for i in range(5)))
-    done = _tblog("send", "events", str(rows), "--skip", "3", "--quiet", "--batch-rows", "1",
-                  env=_env(TB_HOST=counting_server, TB_TOKEN=TOKEN))  # fmt: skip
+    done = run_tblog("send", "events", str(rows), "--skip", "3", "--quiet", "--batch-rows", "1",
+                  env=clean_env(TB_HOST=counting_server, TB_TOKEN=TOKEN))  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert len(_Counting.posts) == 2 and "sent 2 rows" in done.stdout
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
+
+from tests.cliutil import clean_env, run_tblog
 
 READ, WRITE, PLAIN, LEGACY = "p.read-token-1234", "p.write-token-5678", "p.tb-token-90", "p.tnb-00"
 
@@ -57,13 +56,8 @@ def server() -> Iterator[str]:
     httpd.server_close()
 
 
-def _run(url: str, env_tokens: dict[str, str], *args: str, stdin: str = "") -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TB_", "TINYBIRD"))}
-    env.update(env_tokens, TB_HOST=url)
-    done = subprocess.run(
-        [sys.executable, "-m", "tblog", *args], input=stdin, capture_output=True, text=True,
-        env=env, timeout=60, check=False,
-    )  # fmt: skip
+def _run(url: str, env_tokens: dict[str, str], *args: str) -> None:
+    done = run_tblog(*args, env=clean_env(**env_tokens, TB_HOST=url), timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

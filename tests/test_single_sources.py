@@ -90,6 +90,15 @@ def _render(logger: Any, method_name: str, event_dict: Any) -> str:
     return str(event_dict)
 
 
+def _structlog_logger(processor: TinybirdProcessor) -> Any:
+    """A structlog logger whose chain is ``processor``, then a renderer."""
+    return structlog.wrap_logger(
+        structlog.ReturnLogger(),
+        processors=[processor, _render],
+        wrapper_class=structlog.make_filtering_bound_logger(0),
+    )
+
+
 def _message_for(args: tuple[Any, ...]) -> str:
     return "event " + " ".join(["%s"] * len(args)) if args else "a message with no argument"
 
@@ -189,11 +198,7 @@ def test_the_structlog_processor_puts_the_size_the_sender_measures() -> None:
     processor = TinybirdProcessor(URL, TOKEN, "single", warn_stderr=False)
     seen, put = _recorder(processor._channel)
     processor._channel.put = put  # type: ignore[method-assign]
-    log = structlog.wrap_logger(
-        structlog.ReturnLogger(),
-        processors=[processor, _render],
-        wrapper_class=structlog.make_filtering_bound_logger(0),
-    )
+    log = _structlog_logger(processor)
     log.info("plain", user=42)
     try:
         raise RuntimeError("bad")
@@ -227,7 +232,8 @@ def test_the_row_module_names_exactly_the_columns_of_the_datasource() -> None:
     assert len(declared) == len(tb_logs.HEAD_FIELDS + tb_logs.TAIL_FIELDS + tb_logs.OPTIONAL_FIELDS)
 
 
-def _rows_of(handler: logging.Handler, emit: Callable[[logging.Logger], None]) -> list[Any]:
+def _log_through(handler: logging.Handler, emit: Callable[[logging.Logger], None]) -> None:
+    """Run ``emit`` on a logger whose only handler is ``handler``."""
     log = logging.getLogger("tests.single_sources.rows")
     log.propagate = False
     log.setLevel(logging.DEBUG)
@@ -236,7 +242,6 @@ def _rows_of(handler: logging.Handler, emit: Callable[[logging.Logger], None]) -
         emit(log)
     finally:
         log.removeHandler(handler)
-    return []
 
 
 def _emit_all(log: logging.Logger) -> None:
@@ -261,7 +266,7 @@ def test_every_producer_writes_the_columns_of_tb_logs_and_nothing_else() -> None
     handler = tblog.TinybirdLoggingHandler(URL, TOKEN, "single", warn_stderr=False)
     items: list[Any] = []
     handler._put = lambda item, size, pid=None: items.append(item) or True  # type: ignore[method-assign]
-    _rows_of(handler, _emit_all)
+    _log_through(handler, _emit_all)
     builder = handler._builder  # the EventBuilder behind the channel
     rows += [builder.build(item) for item in items]
     chunks, count = builder.encode_batch(items)
@@ -272,17 +277,13 @@ def test_every_producer_writes_the_columns_of_tb_logs_and_nothing_else() -> None
     out = io.StringIO()
     stream = logging.StreamHandler(out)
     stream.setFormatter(tblog.TinybirdJsonFormatter(app_name="single"))
-    _rows_of(stream, _emit_all)
+    _log_through(stream, _emit_all)
     rows += [json.loads(line) for line in out.getvalue().splitlines()]
     # the structlog processor
     processor = TinybirdProcessor(URL, TOKEN, "single", warn_stderr=False)
     snaps: list[Any] = []
     processor._channel.put = lambda item, size, pid=None: snaps.append(item) or True  # type: ignore[method-assign]
-    log = structlog.wrap_logger(
-        structlog.ReturnLogger(),
-        processors=[processor, _render],
-        wrapper_class=structlog.make_filtering_bound_logger(0),
-    )
+    log = _structlog_logger(processor)
     log.info("structlog row", user=1)
     try:
         raise ValueError("bad")
