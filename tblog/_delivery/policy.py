@@ -98,33 +98,18 @@ def decide(  # noqa: PLR0917 - the answer's parts, all of them needed
     interval = adapt_interval(interval, options.flush_interval, result)
     if result.action == OK:
         return Decision(DELIVERED, interval)
-    if result.action == RETRY:
-        return _retry(batch, result, answered, options, interval, failures, spool, rng)
     if result.action == SPLIT:
         if batch.events == 1:
             return Decision(TOO_LARGE, interval, reason="too_large")
         return Decision(SPLIT_HALVES, interval)
-    return Decision(DROP, interval, reason=result.reason)
-
-
-def _retry(  # noqa: PLR0917 - decide()'s arguments
-    batch: BatchState,
-    result: Result,
-    answered: float,
-    options: Options,
-    interval: float,
-    failures: int,
-    spool: bool,
-    rng: random.Random | None,
-) -> Decision:
-    """A retryable answer: back off (or wait as told), or give up past the batch's bounds.
-
-    A 429 says the server is up: it waits as told and is no failed attempt.  Anything else
-    (5xx, 408, the network) counts against ``max_retries`` and the breaker, and its backoff
-    grows with the batch's attempts or the breaker's failures, whichever is more.  A batch in
-    memory that failed goes to the spool when there is one; a replayed segment goes back to
-    it; only a batch staying in memory is given up past ``max_retries``/``max_retry_time``.
-    """
+    if result.action != RETRY:
+        return Decision(DROP, interval, reason=result.reason)
+    # A retryable answer: back off (or wait as told), or give up past the batch's bounds.
+    # A 429 says the server is up: it waits as told and is no failed attempt.  Anything else
+    # (5xx, 408, the network) counts against ``max_retries`` and the breaker, and its backoff
+    # grows with the batch's attempts or the breaker's failures, whichever is more.  A batch in
+    # memory that failed goes to the spool when there is one; a replayed segment goes back to
+    # it; only a batch staying in memory is given up past ``max_retries``/``max_retry_time``.
     failed = result.status != 429
     attempts = batch.attempts + 1 if failed else batch.attempts
     failures = failures + 1 if failed else 0  # the breaker's count once it saw this answer
