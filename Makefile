@@ -7,6 +7,8 @@
 #   make pytest      the suite on the dev venv's Python only (PYTEST_ARGS="tests/test_x.py -x")
 #   make pytest-3.13 the suite on one supported minor; make pytest-all: on each of PYTHONS
 #   make pythons     show which interpreter each minor of PYTHONS resolves to
+#   make chromium    install Debian's chromium (apt-get) for the web view's browser tests;
+#                    every pytest target depends on it
 # .venv (python3, PYTHON=...) is the dev venv that lint, mypy, demo and bench use, and the
 # test venv of its own minor; every other minor gets .venv-3.X, all with the test extras.
 # An interpreter for 3.X is PYTHON_3.X if given, else the newest pyenv build of 3.X, else
@@ -35,7 +37,7 @@ python_for  = $(or $(PYTHON_$(1)),$(shell ls -d $(PYENV_ROOT)/versions/$(1).*/bi
                 | grep -E '/$(subst .,\.,$(1))\.[0-9]+/bin/python$$' | sort -V | tail -n 1),$(shell \
                 command -v python$(1)))
 
-.PHONY: demo test lint typecheck pytest pytest-all pythons bench clean
+.PHONY: demo test lint typecheck pytest pytest-all pythons bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,7 +73,12 @@ $(TB_VENV)/.ok: Makefile
 	$(TB_VENV)/bin/python -m pip --disable-pip-version-check -q install 'tinybird-cli>=6.5'
 	touch $@
 
-pytest: $(VENV)/.test $(TB_VENV)/.ok
+# Debian's chromium, for the web view's tests (tests/test_ui_browser.py drive it with
+# Playwright; no `playwright install`, which downloads a browser): installed when missing.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+pytest: $(VENV)/.test $(TB_VENV)/.ok chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Each minor of PYTHONS must resolve to a working interpreter of that very minor.
@@ -97,7 +104,7 @@ $(VENV)-%/.test: pyproject.toml | $(VENV)-%/bin/python
 
 # make pytest-3.X: the suite on 3.X only.
 define _pytest_on
-pytest-$(1): $(call venv_for,$(1))/.test $(TB_VENV)/.ok
+pytest-$(1): $(call venv_for,$(1))/.test $(TB_VENV)/.ok chromium
 	$(call venv_for,$(1))/bin/python -m pytest $$(PYTEST_ARGS)
 .PHONY: pytest-$(1)
 endef
@@ -105,7 +112,7 @@ $(foreach m,$(SUPPORTED),$(eval $(call _pytest_on,$(m))))
 
 # One Python after another (timing-sensitive tests; CI has 2 cores); all run, then any
 # failure fails the target, naming the Pythons that failed.  pytest's "no tests" (5) fails too.
-pytest-all: pythons $(foreach m,$(PYTHONS),$(call venv_for,$(m))/.test) $(TB_VENV)/.ok
+pytest-all: pythons $(foreach m,$(PYTHONS),$(call venv_for,$(m))/.test) $(TB_VENV)/.ok chromium
 	@failed=; for pair in $(foreach m,$(PYTHONS),$(m)=$(call venv_for,$(m))); do \
 	  m=$${pair%%=*}; venv=$${pair#*=}; \
 	  echo "=== pytest on CPython $$m ($$venv: $$($$venv/bin/python -c 'import platform; print(platform.python_version())'))"; \
@@ -122,4 +129,4 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(foreach m,$(SUPPORTED),$(VENV)-$(m)) $(TB_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(foreach m,$(SUPPORTED),$(VENV)-$(m)) $(TB_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .cache

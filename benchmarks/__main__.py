@@ -47,7 +47,10 @@ def _caller_table(results: dict[str, core.Result]) -> list[str]:
         '`log.info("user logged in", user=42, request_id="r-1234", attempt=i)`, and is still '
         "over the `logging` call with a `NullHandler`.  *Delivered*: the share of "
         "the calls that reached the sink once the handler was flushed after each round (its "
-        "library's defaults: a full buffer drops).",
+        "library's defaults: a full buffer drops).  The *sampling on* row samples the "
+        'measured call (`sample={"": {"INFO": 0.5}}`): half the calls are kept, each with its '
+        "`sample_rate`, half counted and dropped on the caller's thread; its *delivered* is "
+        "about 50% by design.",
         "",
         "| handler | caller-thread CPU per call | its process's NullHandler call | ratio "
         "| wall ratio | delivered |",

@@ -86,6 +86,18 @@ def _tblog(url: str, burst: int) -> Built:
     return Built(h, lambda: _ignore(h.flush(30)), h.close)
 
 
+#: The sampling the "sampling on" row configures: half of the measured INFO calls are kept
+#: (each with its ``sample_rate``), half are counted and dropped on the caller's thread.
+SAMPLE = {"": {"INFO": 0.5}}
+
+
+def _tblog_sampled(url: str, burst: int) -> Built:
+    import tblog
+
+    h = tblog.TinybirdLoggingHandler(url, TOKEN, APP, sample=SAMPLE, **_tblog_sizing(burst))
+    return Built(h, lambda: _ignore(h.flush(30)), h.close)
+
+
 def _tblog_zlib(url: str, burst: int) -> Built:
     """tblog without the ``speedups`` extra: request bodies gzipped by the stdlib's zlib."""
     from tblog._event import encode as _encode
@@ -232,6 +244,10 @@ CANDIDATES: dict[str, Candidate] = {
         Candidate(
             "tblog-zlib", "tblog TinybirdLoggingHandler, zlib (without `tblog[speedups]`)",
             _tblog_zlib, "tinybird",
+        ),
+        Candidate(
+            "tblog-sampled", "tblog TinybirdLoggingHandler, sampling on (INFO at 0.5)",
+            _tblog_sampled, "tinybird",
         ),
         Candidate("tblog-queue", "tblog TinybirdLoggingQueueHandler", _tblog_queue, "tinybird"),
         Candidate(

@@ -1,6 +1,6 @@
 """FastAPI with ``TinybirdASGIMiddleware``: request events and a trace id per request.
 
-Run:  TB_API_URL=http://127.0.0.1:7181 TB_TOKEN=<append token> python examples/fastapi_example.py
+Run:  TB_HOST=http://127.0.0.1:7181 TB_TOKEN=<token> python examples/fastapi_example.py
 Add ``--serve`` to serve with uvicorn (if installed) on http://127.0.0.1:8000.
 """
 
@@ -17,8 +17,16 @@ from fastapi import FastAPI
 import tblog
 from tblog.integrations.asgi import TinybirdASGIMiddleware
 
-API_URL = os.environ.get("TB_API_URL", "http://127.0.0.1:7181")
-TOKEN = os.environ.get("TB_TOKEN", "p.local-example-token")
+# The two variables `tblog local` prints (the README's quick start exports them), read
+# as tblog reads them: the host from TB_API_URL or TB_HOST (else https://api.tinybird.co),
+# the token from TB_WRITE_TOKEN, TB_TOKEN or TINYBIRD_TOKEN. No token: one line, exit 2.
+ENV_TOKENS = ("TB_WRITE_TOKEN", "TB_TOKEN", "TINYBIRD_TOKEN")
+NO_TOKEN = "no Tinybird token: start `tblog local` and export the TB_HOST and TB_TOKEN it prints"
+API_URL = os.environ.get("TB_API_URL") or os.environ.get("TB_HOST") or None
+TOKEN = next((os.environ[k] for k in ENV_TOKENS if os.environ.get(k)), "")
+if not TOKEN:
+    print("examples/fastapi_example.py: " + NO_TOKEN, file=sys.stderr)
+    raise SystemExit(2)
 
 handler = tblog.TinybirdLoggingHandler(API_URL, TOKEN, "fastapi-example")
 logging.getLogger().addHandler(handler)

@@ -1,6 +1,6 @@
 """python-json-logger formatters on ``TinybirdLoggingHandler``, and the ``tb_logs`` preset.
 
-Run:  TB_API_URL=http://127.0.0.1:7181 TB_TOKEN=<token> python examples/json_formatter_example.py
+Run:  TB_HOST=http://127.0.0.1:7181 TB_TOKEN=<token> python examples/json_formatter_example.py
 """
 
 from __future__ import annotations
@@ -11,17 +11,27 @@ import sys
 
 import tblog
 
-API_URL = os.environ.get("TB_API_URL", "http://127.0.0.1:7181")
-TOKEN = os.environ.get("TB_TOKEN", "p.local-example-token")
+# The two variables `tblog local` prints (the README's quick start exports them), read
+# as tblog reads them: the host from TB_API_URL or TB_HOST (else https://api.tinybird.co),
+# the token from TB_WRITE_TOKEN, TB_TOKEN or TINYBIRD_TOKEN. No token: one line, exit 2.
+ENV_TOKENS = ("TB_WRITE_TOKEN", "TB_TOKEN", "TINYBIRD_TOKEN")
+NO_TOKEN = "no Tinybird token: start `tblog local` and export the TB_HOST and TB_TOKEN it prints"
+API_URL = os.environ.get("TB_API_URL") or os.environ.get("TB_HOST") or None
+TOKEN = next((os.environ[k] for k in ENV_TOKENS if os.environ.get(k)), "")
+if not TOKEN:
+    print("examples/json_formatter_example.py: " + NO_TOKEN, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main() -> int:
     handler = tblog.TinybirdLoggingHandler(API_URL, TOKEN, "json-example")
     # The preset: its lines are tb_logs rows, so the handler ships them as they are.
-    handler.setFormatter(tblog.TinybirdJsonFormatter("json-example", static_fields={"team": "a"}))
+    handler.setFormatter(
+        tblog.TinybirdJsonFormatter(app_name="json-example", static_fields={"team": "a"})
+    )
     # The same preset on stdout prints the very rows that are shipped.
     stdout = logging.StreamHandler(sys.stdout)
-    stdout.setFormatter(tblog.TinybirdJsonFormatter("json-example"))
+    stdout.setFormatter(tblog.TinybirdJsonFormatter(app_name="json-example"))
     log = logging.getLogger("json_example")
     log.setLevel(logging.INFO)
     log.addHandler(handler)

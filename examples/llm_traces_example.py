@@ -1,6 +1,6 @@
 """Multi-tenant LLM traces: each tenant's rows go to ``traces`` under that tenant's own token.
 
-Run:  TB_API_URL=http://127.0.0.1:7181 TB_TOKEN=<acme's token> python examples/llm_traces_example.py
+Run:  TB_HOST=http://127.0.0.1:7181 TB_TOKEN=<token> python examples/llm_traces_example.py
 Set ``TB_TENANT_TOKENS='{"acme": "p...", "globex": "p..."}'`` to route several tenants.
 """
 
@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from tblog.llm import TraceRecorder, UnknownTenantError
 
-API_URL = os.environ.get("TB_API_URL", "http://127.0.0.1:7181")
-TOKEN = os.environ.get("TB_TOKEN", "p.local-example-token")
+# The two variables `tblog local` prints (the README's quick start exports them), read
+# as tblog reads them: the host from TB_API_URL or TB_HOST (else https://api.tinybird.co),
+# the token from TB_WRITE_TOKEN, TB_TOKEN or TINYBIRD_TOKEN. No token: one line, exit 2.
+ENV_TOKENS = ("TB_WRITE_TOKEN", "TB_TOKEN", "TINYBIRD_TOKEN")
+NO_TOKEN = "no Tinybird token: start `tblog local` and export the TB_HOST and TB_TOKEN it prints"
+API_URL = os.environ.get("TB_API_URL") or os.environ.get("TB_HOST") or None
+TOKEN = next((os.environ[k] for k in ENV_TOKENS if os.environ.get(k)), "")
+if not TOKEN:
+    print("examples/llm_traces_example.py: " + NO_TOKEN, file=sys.stderr)
+    raise SystemExit(2)
 TENANTS = json.loads(os.environ.get("TB_TENANT_TOKENS") or json.dumps({"acme": TOKEN}))
 
 

@@ -1,6 +1,6 @@
 """OpenTelemetry: log lines inside a span carry the span's trace and span ids.
 
-Run:  TB_API_URL=http://127.0.0.1:7181 TB_TOKEN=<append token> python examples/otel_example.py
+Run:  TB_HOST=http://127.0.0.1:7181 TB_TOKEN=<token> python examples/otel_example.py
 (needs ``pip install opentelemetry-sdk``)
 """
 
@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 import tblog
 
-API_URL = os.environ.get("TB_API_URL", "http://127.0.0.1:7181")
-TOKEN = os.environ.get("TB_TOKEN", "p.local-example-token")
+# The two variables `tblog local` prints (the README's quick start exports them), read
+# as tblog reads them: the host from TB_API_URL or TB_HOST (else https://api.tinybird.co),
+# the token from TB_WRITE_TOKEN, TB_TOKEN or TINYBIRD_TOKEN. No token: one line, exit 2.
+ENV_TOKENS = ("TB_WRITE_TOKEN", "TB_TOKEN", "TINYBIRD_TOKEN")
+NO_TOKEN = "no Tinybird token: start `tblog local` and export the TB_HOST and TB_TOKEN it prints"
+API_URL = os.environ.get("TB_API_URL") or os.environ.get("TB_HOST") or None
+TOKEN = next((os.environ[k] for k in ENV_TOKENS if os.environ.get(k)), "")
+if not TOKEN:
+    print("examples/otel_example.py: " + NO_TOKEN, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ nothing here ever includes the token in a message.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -64,6 +65,20 @@ class Options:
     redact_patterns: tuple[str, ...] = ()
     static_fields: Mapping[str, Any] = field(default_factory=dict)
     warn_stderr: bool = True  # tell a permanent refusal or a loss once on stderr
+    # trace-aware keep (tblog._event.tracekeep): hold a trace's records below ERROR until
+    # it errors, for at most trace_hold_seconds, within the bounds below
+    keep_trace_on_error: bool = False
+    trace_hold_seconds: float = 30.0
+    trace_hold_max: int = 200  # records held per trace
+    trace_hold_max_events: int = 10_000  # records held in all
+    trace_hold_max_bytes: int = 16 * 1024 * 1024  # their snapshot estimates in all
+    # drop reports (tblog._delivery.reports): seconds between them, 0 turns them off
+    client_reports_interval: float = 60.0
+    # sampling and dedup (tblog._event.gate): {logger prefix: {LEVEL: rate}}; the first
+    # dedup_limit records of one (logger, template, level) per dedup_window seconds (0: off)
+    sample: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
+    dedup_limit: int = 0
+    dedup_window: float = 60.0
 
     def __post_init__(self) -> None:
         _positive_int("batch_size", self.batch_size)
@@ -107,6 +122,18 @@ class Options:
         _optional_str("ca_bundle", self.ca_bundle)
         _bool("redact", self.redact)
         _bool("warn_stderr", self.warn_stderr)
+        _bool("keep_trace_on_error", self.keep_trace_on_error)
+        _positive_number("trace_hold_seconds", self.trace_hold_seconds)
+        _positive_int("trace_hold_max", self.trace_hold_max)
+        _positive_int("trace_hold_max_events", self.trace_hold_max_events)
+        _positive_int("trace_hold_max_bytes", self.trace_hold_max_bytes)
+        _non_negative_number("client_reports_interval", self.client_reports_interval)
+        object.__setattr__(self, "sample", sample_rules(self.sample))
+        if not isinstance(self.dedup_limit, int) or isinstance(self.dedup_limit, bool):
+            raise TypeError(f"dedup_limit must be an int, not {type(self.dedup_limit).__name__}")
+        if self.dedup_limit < 0:
+            raise ValueError(f"dedup_limit must be >= 0 (0: off), not {self.dedup_limit}")
+        _non_negative_number("dedup_window", self.dedup_window)
         object.__setattr__(self, "redact_keys", str_tuple("redact_keys", self.redact_keys))
         patterns = str_tuple("redact_patterns", self.redact_patterns)
         for pattern in patterns:
@@ -120,6 +147,63 @@ class Options:
         if not isinstance(static, Mapping):
             raise TypeError("static_fields must be a mapping of field names to values")
         object.__setattr__(self, "static_fields", static)
+
+
+def sample_rules(sample: object) -> dict[str, dict[int, float]]:
+    """The ``sample`` option as {logger prefix: {level number: rate}}, checked.
+
+    From YAML: ``{"app.db": {"DEBUG": 0.1}, "": {"INFO": 0.5}}``; level names (any case) or
+    numbers, rates from 0 to 1.
+    """
+    sample = resolved(sample)
+    if sample is None:
+        return {}
+    if not isinstance(sample, Mapping):
+        raise TypeError(
+            "sample must be a mapping of logger names to {level name: rate}, "
+            f'for example {{"app.db": {{"DEBUG": 0.1}}}}, not {type(sample).__name__}'
+        )
+    rules: dict[str, dict[int, float]] = {}
+    for prefix, given in sample.items():
+        if not isinstance(prefix, str):
+            raise TypeError(f"sample: logger names must be str ('' for all), not {prefix!r}")
+        levels = resolved(given)
+        if not isinstance(levels, Mapping):
+            raise TypeError(
+                f"sample[{prefix!r}] must be a mapping of level names to rates, "
+                f'for example {{"DEBUG": 0.1}}, not {levels!r}'
+            )
+        rates: dict[int, float] = {}
+        for level, rate in levels.items():
+            number = _level_number(level)
+            if number is None:
+                raise ValueError(
+                    f"sample[{prefix!r}]: {level!r} is not a level name "
+                    "(DEBUG, INFO, WARNING, ERROR, CRITICAL, or a level number)"
+                )
+            if not isinstance(rate, (int, float)) or isinstance(rate, bool):
+                raise TypeError(
+                    f"sample[{prefix!r}][{level!r}] must be a number from 0 to 1, "
+                    f"not {type(rate).__name__}"
+                )
+            if not 0 <= rate <= 1:
+                raise ValueError(
+                    f"sample[{prefix!r}][{level!r}] must be a rate from 0 to 1, not {rate}"
+                )
+            rates[number] = float(rate)
+        if rates:
+            rules[prefix] = rates
+    return rules
+
+
+def _level_number(level: object) -> int | None:
+    if isinstance(level, int) and not isinstance(level, bool):
+        return level if level >= 0 else None
+    if isinstance(level, str):
+        number = logging.getLevelName(level.strip().upper())
+        if isinstance(number, int):
+            return number
+    return None
 
 
 def options_from(options: Mapping[str, Any]) -> Options:

@@ -5,7 +5,9 @@ which build ClickHouse literals that cannot end early: every backslash and quote
 escaped, control characters are written as escapes, and text that is not valid UTF-8
 is refused.  ``SqlClient`` sends queries with the token in the ``Authorization``
 header only (its session comes from ``tblog._http``: no ``.netrc`` entry replaces it),
-by GET while the URL stays short and by POST (form body) otherwise.
+by GET while the URL stays short and by POST (form body) otherwise; a query (a read)
+is sent again on a 429, a 503 or a network error, after the wait the server asked for
+or a backoff, within ``tblog._delivery.foreground``'s bounds.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import requests
 
 from tblog._config import resolve_api_url, resolve_token
+from tblog._delivery import foreground
 from tblog._http import session_for
 
 __all__ = [
@@ -143,16 +146,20 @@ class SqlClient:
         """Run ``query`` (FORMAT JSON is appended) and return the answer's JSON."""
         query = f"{query}\nFORMAT JSON"
         url = f"{self.api_url}/v0/sql"
-        try:
-            prepared = requests.Request("GET", url, params={"q": query}).prepare()
-            if len(prepared.url or "") <= MAX_GET_URL:
-                response = self._session.get(
+        prepared = requests.Request("GET", url, params={"q": query}).prepare()
+        short = len(prepared.url or "") <= MAX_GET_URL
+
+        def send() -> requests.Response:
+            if short:
+                return self._session.get(
                     url, params={"q": query}, headers=self._headers, timeout=self.timeout
                 )
-            else:
-                response = self._session.post(
-                    url, data={"q": query}, headers=self._headers, timeout=self.timeout
-                )
+            return self._session.post(
+                url, data={"q": query}, headers=self._headers, timeout=self.timeout
+            )
+
+        try:
+            response = foreground.call(send, idempotent=True, what="the SQL API")
         except requests.RequestException as exc:
             raise QueryFailedError(f"the SQL API is unreachable ({type(exc).__name__})") from None
         if response.status_code != 200:

@@ -8,17 +8,26 @@ event loop, and the flush on ``async with`` exit waits in a worker thread.
 With ``redact=True`` (the default, as for the logging handler) each row is
 scrubbed of secrets (keys that name one, secret-looking values) as it is appended.
 
-``API(token, api_url)`` sends any request to Tinybird's REST API (``get``,
-``post``, ``delete``, ``send``, with the keyword arguments of ``requests``),
-waits out rate limits (``Retry-After``, ``X-RateLimit-*``) and retries 429, 5xx
-and network errors with backoff.  ``AsyncAPI`` runs the same requests in a
-worker thread, so the event loop never blocks.  The token travels only in the
-``Authorization`` header and never appears in an exception or a log line.
+``API(token, api_url, version, retry_total, backoff_factor)`` sends any request
+to Tinybird's REST API (``get``, ``post``, ``delete``, ``send``, with the keyword
+arguments of ``requests``), waits out rate limits (``Retry-After``,
+``X-RateLimit-*``) and retries 429, 5xx and network errors: ``retry_total`` (alias
+``max_retries``) times, with tblog's backoff or, given ``backoff_factor``, urllib3's
+schedule as in the SDK.  ``AsyncAPI`` runs the same requests in a worker thread, so
+the event loop never blocks, and returns ``AsyncResponse`` objects shaped like the
+SDK's aiohttp responses (``status``, ``await r.json()``), plus ``get_json`` and
+``post_json``.  The token travels only in the ``Authorization`` header and never
+appears in a repr, an exception or a log line (``API.token`` reads it).
+
+The constructors take the Tinybird Python SDK's positional order and names,
+``Datasource(name, token, api_url, buffer)`` included (its ``Buffer`` sets
+``flush_interval`` and ``batch_size``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -36,7 +45,7 @@ from tblog._event.redact import build_redactor
 from tblog._event.rows import RowChannel, RowProducer
 from tblog._http import session_for
 
-__all__ = ["API", "APIError", "AsyncAPI", "AsyncDatasource", "Datasource"]
+__all__ = ["API", "APIError", "AsyncAPI", "AsyncDatasource", "AsyncResponse", "Datasource"]
 
 
 class Datasource(RowProducer, Closing):
@@ -52,12 +61,22 @@ class Datasource(RowProducer, Closing):
         datasource_name: str,
         token: str | None = None,
         api_url: str | None = None,
+        buffer: Any = None,
         *,
         batch_size: int = 10_000,
         flush_interval: float = 1.0,
         wait: bool = False,
         **options: Any,
     ) -> None:
+        if buffer is not None:  # the SDK's Buffer(max_wait_seconds, max_wait_records, ...)
+            try:
+                flush_interval = float(buffer.max_wait_seconds)
+                batch_size = int(buffer.max_wait_records)
+            except (AttributeError, TypeError, ValueError):
+                raise TypeError(
+                    "buffer must be the Tinybird SDK's Buffer (max_wait_seconds, "
+                    "max_wait_records); or pass flush_interval= and batch_size="
+                ) from None
         self.datasource_name = datasource_name
         self._rows = RowChannel(
             api_url=api_url,
@@ -75,6 +94,16 @@ class Datasource(RowProducer, Closing):
 
     def __repr__(self) -> str:
         return f"<tblog {type(self).__name__} {self.datasource_name!r} -> {self.api_url}>"
+
+    @property
+    def batch_size(self) -> int:
+        """Rows that make a request without waiting for ``flush_interval``."""
+        return self._rows.options.batch_size
+
+    @property
+    def flush_interval(self) -> float:
+        """Seconds a row waits, at most, for others to share its request."""
+        return self._rows.options.flush_interval
 
     def append(self, row: Mapping[str, Any] | str | bytes) -> bool:
         """Buffer one row; True when it was accepted."""
@@ -138,9 +167,10 @@ class AsyncDatasource(AsyncClosing):
         datasource_name: str,
         token: str | None = None,
         api_url: str | None = None,
+        buffer: Any = None,
         **options: Any,
     ) -> None:
-        self._ds = Datasource(datasource_name, token, api_url, **options)
+        self._ds = Datasource(datasource_name, token, api_url, buffer, **options)
         self.datasource_name = datasource_name
         self.api_url = self._ds.api_url
 
@@ -221,17 +251,31 @@ class API(Closing):
         token: str | None = None,
         api_url: str | None = None,
         version: str = "v0",
+        retry_total: int | None = None,
+        backoff_factor: float | None = None,
         *,
-        max_retries: int = 5,
+        max_retries: int | None = None,
         timeout: float = 30.0,
         max_wait: float = 60.0,
     ) -> None:
         self.api_url = resolve_api_url(api_url)
         self._token = resolve_token(token)
         self.version = version.strip("/")
-        if not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError("max_retries must be an int >= 0")
-        self.max_retries = max_retries
+        if retry_total is not None and max_retries is not None and retry_total != max_retries:
+            raise ValueError("pass max_retries or retry_total (the Tinybird SDK's name), not both")
+        retries = retry_total if retry_total is not None else max_retries
+        retries = 5 if retries is None else retries
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ValueError("max_retries (retry_total) must be an int >= 0")
+        if backoff_factor is not None and (
+            not isinstance(backoff_factor, (int, float))
+            or isinstance(backoff_factor, bool)
+            or not backoff_factor >= 0
+        ):
+            raise ValueError("backoff_factor must be a number >= 0")
+        self.max_retries = self.retry_total = retries
+        #: None: tblog's jittered backoff; a number: urllib3's (the SDK's) schedule
+        self.backoff_factor = backoff_factor
         self.timeout = timeout
         self.max_wait = max_wait
         self.rate_limit_limit: int | None = None
@@ -244,6 +288,27 @@ class API(Closing):
 
     def __repr__(self) -> str:
         return f"<tblog API {self.api_url}/{self.version}>"
+
+    @property
+    def token(self) -> str:
+        """The token sent in the ``Authorization`` header (as the SDK's ``API.token``)."""
+        return self._token
+
+    @token.setter
+    def token(self, value: str) -> None:
+        self._token = resolve_token(value)
+
+    def ui_url(self) -> str:
+        """The Tinybird UI's address for this API host (as the SDK's ``API.ui_url()``)."""
+        return self.api_url.replace("api", "ui")
+
+    def _backoff(self, attempt: int, hint: float | None) -> float:
+        """Before retry ``attempt``: the server's hint, else the backoff schedule."""
+        factor = self.backoff_factor
+        if hint is not None or factor is None:
+            return retry_delay(attempt, hint)
+        # urllib3's Retry: the first retry at once, then factor * 2 ** (retry - 1)
+        return 0.0 if attempt <= 1 else float(factor * 2 ** (attempt - 1))
 
     def session(self) -> requests.Session:
         with self._lock:
@@ -301,7 +366,7 @@ class API(Closing):
                     raise APIError(
                         f"{where}: {type(exc).__name__} after {attempt} attempts"
                     ) from None
-                self._sleep(retry_delay(attempt, None))
+                self._sleep(min(self._backoff(attempt, None), self.max_wait))
                 continue
             self._note_limits(response)
             status = response.status_code
@@ -311,7 +376,7 @@ class API(Closing):
                 hint = parse_retry_after(response.headers.get("Retry-After"))
                 if hint is None and status == 429:
                     hint = _number(response.headers.get("X-RateLimit-Reset"))
-                delay = min(retry_delay(attempt, hint), self.max_wait)
+                delay = min(self._backoff(attempt, hint), self.max_wait)
                 _diag.diag(
                     logging.INFO, f"api-retry:{status}",
                     "tblog: %s answered HTTP %d; retrying in %.1fs", where, status, delay,
@@ -335,14 +400,106 @@ class API(Closing):
         return self.send(path, method="DELETE", **kwargs)
 
 
+class AsyncResponse:
+    """What ``AsyncAPI`` requests return: shaped like aiohttp's ``ClientResponse``, as the SDK's.
+
+    ``status``, ``reason``, ``headers``, ``url``, ``ok``; ``await r.json()``, ``await
+    r.text()``, ``await r.read()``; ``raise_for_status()``; ``async with``.  The body is
+    already read (in the worker thread), so awaiting these never waits for the network.
+    ``response`` is the underlying ``requests.Response`` (``status_code`` is its alias).
+    """
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+
+    def __repr__(self) -> str:
+        return f"<tblog AsyncResponse [{self.status} {self.reason}]>"
+
+    @property
+    def status(self) -> int:
+        return self.response.status_code
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status_code
+
+    @property
+    def reason(self) -> str:
+        return self.response.reason or ""
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.response.headers
+
+    @property
+    def url(self) -> str:
+        return self.response.url
+
+    @property
+    def ok(self) -> bool:
+        return self.response.ok
+
+    @property
+    def content_type(self) -> str:
+        return self.response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+
+    async def json(
+        self, *, encoding: str | None = None, loads: Callable[[str], Any] = json.loads, **_: Any
+    ) -> Any:
+        """The body as JSON (aiohttp's ``content_type`` check is not made)."""
+        return loads(await self.text(encoding))
+
+    async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
+        """The body decoded as aiohttp does: ``encoding``, else the charset, else UTF-8."""
+        if encoding is None:
+            params = self.response.headers.get("Content-Type", "").split(";")[1:]
+            charsets = [p.split("=", 1)[1].strip(" \"'") for p in params
+                        if p.strip().lower().startswith("charset=")]  # fmt: skip
+            encoding = charsets[0] if charsets else "utf-8"
+        return self.response.content.decode(encoding, errors)
+
+    async def read(self) -> bytes:
+        return self.response.content
+
+    def raise_for_status(self) -> None:
+        """Nothing to raise: a request that failed raised ``APIError`` already."""
+        self.response.raise_for_status()
+
+    def release(self) -> None:
+        self.response.close()
+
+    def close(self) -> None:
+        self.response.close()
+
+    async def __aenter__(self) -> AsyncResponse:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
 class AsyncAPI(AsyncClosing):
-    """``API`` for asyncio: each request runs in a worker thread, so the loop never blocks."""
+    """``API`` for asyncio: each request runs in a worker thread, so the loop never blocks.
+
+    As the SDK's ``AsyncAPI(token, api_url, version, retry_total)``: requests return an
+    ``AsyncResponse`` (``status``, ``await r.json()``...), and ``get_json``/``post_json``
+    return the decoded body.  Failures raise ``APIError`` (a ``requests.HTTPError``).
+    """
 
     def __init__(
-        self, token: str | None = None, api_url: str | None = None, version: str = "v0", **kw: Any
+        self,
+        token: str | None = None,
+        api_url: str | None = None,
+        version: str = "v0",
+        retry_total: int | None = None,
+        **kw: Any,
     ) -> None:
-        self._api = API(token, api_url, version, **kw)
+        self._api = API(token, api_url, version, retry_total, **kw)
         self.api_url = self._api.api_url
+        self.version = self._api.version
+        self.retry_total = self._api.retry_total
 
     def __repr__(self) -> str:
         return f"<tblog AsyncAPI {self.api_url}/{self._api.version}>"
@@ -352,17 +509,37 @@ class AsyncAPI(AsyncClosing):
         """The synchronous ``API`` doing the work (shares its session and rate-limit state)."""
         return self._api
 
-    async def send(self, path: str, method: str = "POST", **kwargs: Any) -> requests.Response:
-        return await asyncio.to_thread(self._api.send, path, method, **kwargs)
+    @property
+    def token(self) -> str:
+        return self._api.token
 
-    async def get(self, path: str, **kwargs: Any) -> requests.Response:
+    @token.setter
+    def token(self, value: str) -> None:
+        self._api.token = value
+
+    def ui_url(self) -> str:
+        return self._api.ui_url()
+
+    async def send(self, path: str, method: str = "POST", **kwargs: Any) -> AsyncResponse:
+        response = await asyncio.to_thread(self._api.send, path, method, **kwargs)
+        return AsyncResponse(response)
+
+    async def get(self, path: str, **kwargs: Any) -> AsyncResponse:
         return await self.send(path, method="GET", **kwargs)
 
-    async def post(self, path: str, **kwargs: Any) -> requests.Response:
+    async def post(self, path: str, **kwargs: Any) -> AsyncResponse:
         return await self.send(path, method="POST", **kwargs)
 
-    async def delete(self, path: str, **kwargs: Any) -> requests.Response:
+    async def delete(self, path: str, **kwargs: Any) -> AsyncResponse:
         return await self.send(path, method="DELETE", **kwargs)
+
+    async def get_json(self, path: str, **kwargs: Any) -> Any:
+        """GET ``path`` and return its JSON body."""
+        return await (await self.get(path, **kwargs)).json()
+
+    async def post_json(self, path: str, **kwargs: Any) -> Any:
+        """POST to ``path`` and return its JSON body."""
+        return await (await self.post(path, **kwargs)).json()
 
     async def close(self) -> None:
         await asyncio.to_thread(self._api.close)

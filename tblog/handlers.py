@@ -30,6 +30,7 @@ from typing import Any
 from tblog import _config, _diag, context
 from tblog._config import Options
 from tblog._delivery import lifecycle as _lifecycle
+from tblog._delivery import reports as _reports
 from tblog._delivery.channel import Channel
 from tblog._delivery.sender import (
     SHUTDOWN_TIMEOUT,
@@ -41,6 +42,7 @@ from tblog._delivery.sender import (
 )
 from tblog._event.build import EventBuilder
 from tblog._event.encode import jsonable
+from tblog._event.gate import Gate, drain_all
 from tblog._event.redact import build_redactor
 from tblog._event.snapshot import (
     BASE_ATTRS,
@@ -59,6 +61,7 @@ from tblog._event.snapshot import (
     snapshot,
     snapshot_size,
 )
+from tblog._event.tracekeep import TraceKeep
 from tblog._queues import fast_put, take_all
 
 __all__ = ["TinybirdLoggingHandler", "TinybirdLoggingQueueHandler", "TinybirdQueueListener"]
@@ -88,11 +91,22 @@ def _handle_unlocked(self: logging.Handler, record: logging.LogRecord) -> Any:
     return rv
 
 
+def _one_of(name: str, value: Any, sdk_name: str, sdk_value: Any) -> Any:
+    """An argument given by tblog's name or by the Tinybird SDK's (not both, unless equal)."""
+    if sdk_value is None:
+        return value
+    if value is not None and value != sdk_value:
+        raise TypeError(f"pass {name} or {sdk_name} (the Tinybird SDK's name), not both")
+    return sdk_value
+
+
 class TinybirdLoggingHandler(logging.Handler):
     """Ship log records to a Tinybird datasource through the Events API, in batches.
 
     ``TinybirdLoggingHandler(api_url, token, app_name, ds_name="tb_logs", **options)``:
-    the argument order of the Tinybird Python SDK's README.  ``api_url`` and
+    the argument order of the Tinybird Python SDK's README (its code's order, and its
+    keyword names ``tinybird_api_url=``/``tinybird_admin_token=``, work too; ``ds_name=None``
+    means ``tb_logs``).  ``api_url`` and
     ``token`` fall back to the environment (``TB_API_URL``/``TB_HOST``;
     ``TB_WRITE_TOKEN``/``TB_TOKEN``/``TINYBIRD_TOKEN``).  All options are
     keyword-only; see the README for each one and its default.
@@ -103,8 +117,10 @@ class TinybirdLoggingHandler(logging.Handler):
         api_url: str | None = None,
         token: str | None = None,
         app_name: str | None = None,
-        ds_name: str = "tb_logs",
+        ds_name: str | None = "tb_logs",
         *,
+        tinybird_api_url: str | None = None,
+        tinybird_admin_token: str | None = None,
         level: int | str = logging.NOTSET,
         batch_size: int = Options.batch_size,
         flush_interval: float = Options.flush_interval,
@@ -135,9 +151,21 @@ class TinybirdLoggingHandler(logging.Handler):
         max_event_bytes: int = Options.max_event_bytes,
         schema: str = "tblog",
         warn_stderr: bool = Options.warn_stderr,
+        keep_trace_on_error: bool = Options.keep_trace_on_error,
+        trace_hold_seconds: float = Options.trace_hold_seconds,
+        trace_hold_max: int = Options.trace_hold_max,
+        trace_hold_max_events: int = Options.trace_hold_max_events,
+        trace_hold_max_bytes: int = Options.trace_hold_max_bytes,
+        client_reports_interval: float = Options.client_reports_interval,
+        sample: Mapping[str, Mapping[Any, float]] | None = None,
+        dedup_limit: int = Options.dedup_limit,
+        dedup_window: float = Options.dedup_window,
     ) -> None:
         # Every option is checked before logging.Handler.__init__ registers the handler: one
         # that refuses its options leaves no half-built handler for logging.shutdown().
+        api_url = _one_of("api_url", api_url, "tinybird_api_url", tinybird_api_url)
+        token = _one_of("token", token, "tinybird_admin_token", tinybird_admin_token)
+        ds_name = "tb_logs" if ds_name is None else ds_name  # the SDK's None
         target = _config.resolve_target(api_url, token, app_name, ds_name, environment)
         self.app_name, self.ds_name = target.app_name, target.ds_name
         self.environment = target.environment
@@ -169,6 +197,15 @@ class TinybirdLoggingHandler(logging.Handler):
             redact_patterns=_config.str_tuple("redact_patterns", redact_patterns),
             static_fields=static_fields if static_fields is not None else {},
             warn_stderr=warn_stderr,
+            keep_trace_on_error=keep_trace_on_error,
+            trace_hold_seconds=trace_hold_seconds,
+            trace_hold_max=trace_hold_max,
+            trace_hold_max_events=trace_hold_max_events,
+            trace_hold_max_bytes=trace_hold_max_bytes,
+            client_reports_interval=client_reports_interval,
+            sample=_config.sample_rules(sample),
+            dedup_limit=dedup_limit,
+            dedup_window=dedup_window,
         )
         # which records it refuses: tblog's, its HTTP stack's, the user's (cached per name)
         self._ignore = _config.ignored_prefixes(ignore_loggers)
@@ -199,6 +236,30 @@ class TinybirdLoggingHandler(logging.Handler):
         )
         # where emit() puts snapshots: the channel, or a queue handler's queue
         self._put: Callable[[Any, int, int | None], bool] = self._channel.put
+        # sampling and dedup (tblog._event.gate): None unless sample or dedup_limit is set
+        self._gate: Gate | None = None
+        self._admit: Callable[[logging.LogRecord], logging.LogRecord | None] | None = None
+        if self.options.sample or (self.options.dedup_limit and self.options.dedup_window):
+            self._gate = Gate(
+                sample=self.options.sample,
+                dedup_limit=self.options.dedup_limit,
+                dedup_window=self.options.dedup_window,
+                ship=self._ship_summary,
+            )
+            self._admit = self._gate.admit
+        # trace-aware keep (tblog._event.tracekeep): None unless keep_trace_on_error
+        self._hold: TraceKeep | None = None
+        if self.options.keep_trace_on_error:
+            self._hold = TraceKeep(
+                lambda snap, size, pid: self._put(snap, size, pid),  # noqa: PLW0108 - the
+                # _put of the moment (a queue handler's after this)
+                self._channel.count_drop,
+                hold_seconds=self.options.trace_hold_seconds,
+                hold_max=self.options.trace_hold_max,
+                max_events=self.options.trace_hold_max_events,
+                max_bytes=self.options.trace_hold_max_bytes,
+            )
+        _reports.watch(self._channel, app_name=self.app_name, environment=self.environment)
         self.api_url = target.api_url
         self._keep_args = self.schema == "tinybird-python-sdk"
         self._fmt_seen: logging.Formatter | None = None
@@ -233,6 +294,9 @@ class TinybirdLoggingHandler(logging.Handler):
                 return
             if self._closed:
                 self._channel.count_drop("closed")
+                return
+            admit = self._admit  # sampling and dedup (None: neither is configured)
+            if admit is not None and (record := admit(record)) is None:  # type: ignore[assignment]
                 return
             formatter = self.formatter
             if formatter is not self._fmt_seen:
@@ -273,9 +337,33 @@ class TinybirdLoggingHandler(logging.Handler):
                     snap, size = snapshot(record, self._fmt_kind, formatter, self._keep_args)
                 finally:
                     busy_threads.pop(ident, None)  # (a fork's reset may have run)
+            if self._hold is not None and self._hold(snap, size, record.process):
+                return
             self._put(snap, size, record.process)
         except Exception:  # noqa: BLE001 - never raise into the application
             self.handleError(record)
+
+    def _ship_summary(self, record: logging.LogRecord) -> None:
+        """Ship a record the gate made ("repeated K times"), as ``emit`` ships one it admits."""
+        if self._closed:
+            self._channel.count_drop("closed")
+            return
+        ident = _get_ident()
+        busy_threads[ident] = True
+        try:
+            snap, size = snapshot(record, formatter_kind(self.formatter), self.formatter,
+                                  self._keep_args)  # fmt: skip
+        finally:
+            busy_threads.pop(ident, None)
+        self._put(snap, size, record.process)
+
+    def _drain(self) -> None:
+        """The gate's summaries of what it holds back now (before a flush, a close)."""
+        if self._gate is not None:
+            try:
+                self._gate.drain()
+            except Exception:  # noqa: BLE001 - flush and close go on
+                _diag.diag(logging.ERROR, "gate-drain", "tblog: a dedup summary was lost")
 
     def _refused_name(self, name: str) -> bool:
         return _config.refused_name(name, self._ignore, self._ignore_cache)
@@ -304,20 +392,33 @@ class TinybirdLoggingHandler(logging.Handler):
 
         Without an argument (``logging.shutdown``, the ``logging.Handler`` contract) it waits
         at most ``shutdown_timeout`` seconds; ``flush(None)`` waits without a limit.
+        Records held by ``keep_trace_on_error`` wait for their trace's error (or their
+        ``trace_hold_seconds``): they are not part of it.
         """
+        if self._hold is not None:
+            self._hold.expire()
+        self._drain()
         return self._sender.flush(timeout, [self._channel])
 
     def close(self) -> None:
         """Deliver what is buffered (within ``shutdown_timeout``) and detach. Idempotent."""
         if self._closed:
             return
+        self._drain()
         self._closed = True
         try:
-            if not holds_logging_lock():
+            if self._hold is not None:  # their traces logged no error while it lived
+                self._hold.discard(close=True)
+            locked = holds_logging_lock()
+            if not locked:
                 self._sender.flush(self._sender.close_timeout(self._channel), [self._channel])
             # Inside dictConfig/logging.shutdown we do not wait: the shared sender keeps
             # delivering this channel's records in the background, and at exit.
             self._channel.closed = True
+            # its last drop report (tblog._delivery.reports), delivered like its records
+            _reports.reporter.report_final(
+                self._channel, 0.0 if locked else self._sender.close_timeout(self._channel)
+            )
         finally:
             super().close()
 
@@ -325,6 +426,11 @@ class TinybirdLoggingHandler(logging.Handler):
         """Counters of this handler: enqueued, sent, batches, bytes, drops by reason, and more."""
         stats = self._channel.stats()
         stats["ignored"] = self.ignored
+        stats["trace_held"] = self._hold.held if self._hold is not None else 0
+        gate = self._gate
+        stats["sampled"] = gate.sampled if gate is not None else 0
+        stats["collapsed"] = gate.collapsed if gate is not None else 0
+        stats["summaries"] = gate.summaries if gate is not None else 0  # "repeated K times"
         stats["app_name"] = self.app_name
         return stats
 
@@ -575,6 +681,7 @@ def _drain_process_queues(seconds: float) -> None:
 
 
 _lifecycle.on_first_pass(_drain_process_queues)
+_lifecycle.on_first_pass(drain_all)  # dedup summaries, before the exit delivery
 _lifecycle.on_last_pass(_stop_listeners)
 
 
@@ -612,7 +719,7 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
         api_url: str | None = None,
         token: str | None = None,
         app_name: str | None = None,
-        ds_name: str = "tb_logs",
+        ds_name: str | None = "tb_logs",
         **options: Any,
     ) -> None:
         level = options.pop("level", logging.NOTSET)
@@ -634,9 +741,14 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
     handle = _handle_unlocked  # the queue and the internal handler are thread-safe
 
     def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802 - logging API
-        """The formatter shapes ``formatted_message`` in the listener's handler."""
+        """The formatter shapes ``formatted_message`` in the listener's handler.
+
+        With ``schema="tinybird-python-sdk"`` it shapes ``message`` instead, as the SDK's
+        ``QueueHandler.prepare`` does, and the inner handler has none (as the SDK's).
+        """
         super().setFormatter(fmt)
-        self.handler.setFormatter(fmt)
+        if not self.handler._keep_args:
+            self.handler.setFormatter(fmt)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Snapshot the record on the caller's thread and put the snapshot on the queue.
@@ -645,9 +757,30 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
         ``multiprocessing.Queue``), which this handler's own listener hands to its
         internal handler: the record is copied once, not prepared and copied again.
         The internal handler takes the snapshot (the same code as when it is used
-        directly) and puts it here, on the queue (``_enqueue_snapshot``).
+        directly) and puts it here, on the queue (``_enqueue_snapshot``).  With
+        ``schema="tinybird-python-sdk"`` that record is ``QueueHandler.prepare``'s, as
+        in the SDK: the formatted text as message, no args, no exception.
         """
+        if self.handler._keep_args:
+            prepared = self._sdk_prepared(record)
+            if prepared is None:
+                return
+            record = prepared
         self.handler.emit(record)
+
+    def _sdk_prepared(self, record: logging.LogRecord) -> logging.LogRecord | None:
+        ident = threading.get_ident()
+        if ident in busy_threads and still_busy(ident):
+            return record  # logged by our own formatting: the inner handler ignores it
+        busy_threads[ident] = True  # the re-entry guard (see busy_threads)
+        try:
+            prepared: logging.LogRecord = self.prepare(record)
+            return prepared
+        except Exception:  # noqa: BLE001 - never raise into the application
+            self.handleError(record)
+            return None
+        finally:
+            busy_threads.pop(ident, None)
 
     def _enqueue_snapshot(self, snap: Any, size: int, pid_hint: int | None = None) -> bool:
         if self._cross_process:
@@ -671,6 +804,7 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
         if timeout is SHUTDOWN_TIMEOUT:
             timeout = self.handler.options.shutdown_timeout
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        self.handler._drain()  # dedup summaries go on the queue before the mark
         if (
             os.getpid() == self._owner_pid
             and not self._closed
@@ -701,6 +835,7 @@ class TinybirdLoggingQueueHandler(logging.handlers.QueueHandler):
         self._closed = True
         try:
             if os.getpid() == self._owner_pid:
+                self.handler._drain()  # dedup summaries go on the queue the listener empties
                 self.listener.stop()
                 self.handler.close()
         finally:

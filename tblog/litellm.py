@@ -14,6 +14,10 @@ no exception ever reaches LiteLLM (failures are counted in ``stats()``).  With
 nested data (messages, response, metadata, headers, the error) are scrubbed of
 secrets before it is encoded; the masked ``api_key`` column stays as it is.
 Requires the ``litellm`` extra: ``pip install 'tblog[litellm]'``.
+
+``TinybirdLitellmSyncHandler`` and ``TinybirdLitellmAsyncHandler`` are the SDK's
+names for it, with the SDK's signature ``(api_url, tinybird_token,
+datasource_name, api_version)``; each ships every call, sync or async.
 """
 
 from __future__ import annotations
@@ -37,7 +41,12 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("tblog.litellm needs LiteLLM: pip install 'tblog[litellm]'") from exc
 
-__all__ = ["TinybirdLitellmHandler", "mask_api_key"]
+__all__ = [
+    "TinybirdLitellmAsyncHandler",
+    "TinybirdLitellmHandler",
+    "TinybirdLitellmSyncHandler",
+    "mask_api_key",
+]
 
 _BIG = ("messages", "response", "traceback", "response_headers", "proxy_metadata")
 
@@ -109,9 +118,13 @@ class TinybirdLitellmHandler(RowProducer, CustomLogger):
         api_url: str | None = None,
         tinybird_token: str | None = None,
         datasource_name: str = "litellm",
+        api_version: str = "v0",
         **options: Any,
     ) -> None:
+        if api_version != "v0":  # the SDK's argument; the Events API is /v0/events
+            raise ValueError(f"api_version must be 'v0' (the Events API's), not {api_version!r}")
         super().__init__()
+        self.api_version = api_version
         self._rows = RowChannel(
             api_url=api_url,
             token=tinybird_token,
@@ -126,7 +139,12 @@ class TinybirdLitellmHandler(RowProducer, CustomLogger):
         self._redactor = build_redactor(opts.redact, opts.redact_keys, opts.redact_patterns)
 
     def __repr__(self) -> str:
-        return f"<tblog TinybirdLitellmHandler {self.datasource_name!r} -> {self.api_url}>"
+        return f"<tblog {type(self).__name__} {self.datasource_name!r} -> {self.api_url}>"
+
+    @property
+    def token(self) -> str:
+        """The token rows are sent with (the SDK's handler has it as ``token``)."""
+        return self._rows.channel._token
 
     # -- the row -----------------------------------------------------------------------
 
@@ -217,6 +235,24 @@ class TinybirdLitellmHandler(RowProducer, CustomLogger):
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
         self._ship(kwargs, response_obj, start_time, end_time)
+
+
+class TinybirdLitellmSyncHandler(TinybirdLitellmHandler):
+    """The Tinybird SDK's name for its synchronous LiteLLM handler; same signature.
+
+    Unlike the SDK's (which sends one request per call, and ships only the callbacks
+    LiteLLM makes synchronously), it is the complete ``TinybirdLitellmHandler``: every
+    ``completion`` and ``acompletion`` is one buffered row.  Register one handler, not
+    this one and ``TinybirdLitellmAsyncHandler``: both would ship each call.
+    """
+
+
+class TinybirdLitellmAsyncHandler(TinybirdLitellmHandler):
+    """The Tinybird SDK's name for its async LiteLLM handler; same signature.
+
+    The complete ``TinybirdLitellmHandler`` as well: its async callbacks buffer the row and
+    return (nothing waits on the event loop), and sync ``completion`` calls are rows too.
+    """
 
 
 def _num(value: object) -> float | None:

@@ -45,7 +45,10 @@ _SELECT = (
 _INTERVAL = re.compile(r"^\s*(\d+)\s*(s|sec|m|min|h|hour|d|day)s?\s*$", re.IGNORECASE)
 _UNIT_US = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400,
             "day": 86400}  # fmt: skip
-_NIL_UUID = "00000000-0000-0000-0000-000000000000"
+#: The look-back compares row counts per slice of this many microseconds.
+_LATE_SLICE_US = 100_000
+#: The look-back compares row counts per slice of this many microseconds.
+_LATE_SLICE_US = 100_000
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
 
 
@@ -188,13 +191,17 @@ class QueryClient(Closing):
         trace_id: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        *,
+        min_level: str | None = None,
     ) -> LogsResult:
-        """The newest matching logs first (``limit``/``offset`` page them) and their total."""
+        """The newest matching logs first (``limit``/``offset`` page them) and their total.
+        ``level`` keeps that level only; ``min_level`` that level and above (``WARN`` is
+        ``WARNING``)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ValueError("limit must be an int >= 0")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError("offset must be an int >= 0")
-        where = _where(_filters(app, level, logger, q, from_time, to_time, trace_id))
+        where = _where(_filters(app, level, logger, q, from_time, to_time, trace_id, min_level))
         total_rows = self._sql.rows(f"SELECT count() AS n FROM {self.ds_name} {where}")
         rows = self._sql.rows(
             f"SELECT {_SELECT} FROM {self.ds_name} {where} "
@@ -288,9 +295,10 @@ class QueryClient(Closing):
 class Tail:
     """Follows a logs datasource with a ``(timestamp, event_id)`` cursor.
 
-    Each ``poll()`` reads rows after the cursor (minus ``lookback`` seconds, for rows
-    that arrive late), in cursor order, page by page; rows already returned within the
-    look-back window are skipped, so nothing is returned twice.
+    Each ``poll()`` reads the rows after the cursor, in cursor order, page by page (no
+    pause between full pages), then the rows that landed late, up to ``lookback`` seconds
+    behind the cursor: those are found by comparing per-slice row counts with what was
+    returned, and read again de-duplicated by ``event_id``, so nothing is returned twice.
     """
 
     def __init__(
@@ -315,41 +323,105 @@ class Tail:
         self.on_error: Callable[[Exception], None] | None = None
         self.thread: threading.Thread | None = None
 
-    def _page(self, after: tuple[int, str]) -> list[LogEntry]:
-        where = [
-            *self._where,
-            f"(timestamp, toString(event_id)) > (fromUnixTimestamp64Micro({after[0]}), "
-            f"{string(after[1])})",
-        ]
+    def _page(
+        self, after: tuple[int, str] | None, bounds: tuple[int, int] | None = None
+    ) -> list[LogEntry]:
+        """The next page of rows after ``after`` (all rows when None), within ``bounds``
+        (inclusive microsecond timestamps) when given."""
+        where = list(self._where)
+        if after is not None:
+            where += [
+                f"timestamp >= fromUnixTimestamp64Micro({after[0]})",
+                f"(timestamp, toString(event_id)) > (fromUnixTimestamp64Micro({after[0]}), "
+                f"{string(after[1])})",
+            ]
+        if bounds is not None:
+            where += [
+                f"timestamp >= fromUnixTimestamp64Micro({bounds[0]})",
+                f"timestamp <= fromUnixTimestamp64Micro({bounds[1]})",
+            ]
         rows = self._client.sql(
             f"SELECT {_SELECT} FROM {self._client.ds_name} {_where(where)} "
             f"ORDER BY timestamp, toString(event_id) LIMIT {int(self.batch_size)}"
         )
         return [LogEntry.from_row(r) for r in rows]
 
-    def poll(self) -> list[LogEntry]:
-        """The rows that arrived since the last poll (possibly none)."""
-        after = self.cursor
-        if self.lookback_us:
-            after = max((self.cursor[0] - self.lookback_us, _NIL_UUID), self._floor)
-        out: list[LogEntry] = []
+    def _read(
+        self, after: tuple[int, str] | None, bounds: tuple[int, int] | None = None
+    ) -> Iterator[LogEntry]:
+        """The rows not returned yet after ``after`` (within ``bounds``), page by page."""
         while True:
-            page = self._page(after)
+            page = self._page(after, bounds)
             for entry in page:
                 if entry.event_id in self._seen:
                     continue
                 ts = to_us(entry.timestamp)
                 if self.lookback_us:
                     self._seen[entry.event_id] = ts
-                out.append(entry)
                 self.cursor = max(self.cursor, (ts, entry.event_id))
+                yield entry
+            self._prune()
             if len(page) < self.batch_size:
-                break
+                return
             after = page[-1].cursor
+
+    def _prune(self) -> None:
+        """Forget returned rows that fell out of the look-back window, oldest returned
+        first (so a long backlog never holds more than the window in memory)."""
+        horizon = self.cursor[0] - self.lookback_us
+        old = []
+        for event_id, ts in self._seen.items():
+            if ts >= horizon:
+                break
+            old.append(event_id)
+        for event_id in old:
+            del self._seen[event_id]
+
+    def _late(self) -> Iterator[LogEntry]:
+        """Rows that landed behind the cursor, within the look-back window.
+
+        One query counts the distinct event ids per 100 ms of the window; only the slices
+        holding more rows than were returned from them are read again (de-duplicated), so
+        the look-back costs one aggregate per poll, not a re-read of the whole window."""
+        hi = self.cursor[0]
+        lo = max(hi - self.lookback_us, self._floor[0] + 1)
+        if lo > hi:
+            return
+        step = _LATE_SLICE_US
+        where = [
+            *self._where,
+            f"timestamp >= fromUnixTimestamp64Micro({lo})",
+            f"timestamp <= fromUnixTimestamp64Micro({hi})",
+        ]
+        counts = self._client.sql(
+            f"SELECT toString(intDiv(toUnixTimestamp64Micro(timestamp), {step})) AS s, "
+            f"uniqExact(event_id) AS n FROM {self._client.ds_name} {_where(where)} GROUP BY s"
+        )
+        known: dict[int, int] = {}
+        for ts in self._seen.values():
+            if lo <= ts <= hi:
+                known[ts // step] = known.get(ts // step, 0) + 1
+        behind = sorted(int(r["s"]) for r in counts if int(r["n"]) > known.get(int(r["s"]), 0))
+        spans: list[list[int]] = []
+        for s in behind:  # adjacent slices are read as one span
+            if spans and spans[-1][1] == s - 1:
+                spans[-1][1] = s
+            else:
+                spans.append([s, s])
+        for first, last in spans:
+            yield from self._read(None, (max(lo, first * step), min(hi, (last + 1) * step - 1)))
+
+    def poll_iter(self) -> Iterator[LogEntry]:
+        """``poll()``'s rows as they are read, page by page (the cursor moves with each row
+        yielded, so a failure part way loses nothing: the next poll goes on from there)."""
+        yield from self._read(self.cursor)
         if self.lookback_us:
-            horizon = self.cursor[0] - self.lookback_us
-            self._seen = {k: v for k, v in self._seen.items() if v >= horizon}
-        return out
+            yield from self._late()
+
+    def poll(self) -> list[LogEntry]:
+        """The rows that arrived since the last poll (possibly none): the new ones after the
+        cursor, then the late ones within ``lookback`` behind it."""
+        return list(self.poll_iter())
 
     def stop(self) -> None:
         """End the iteration (and a ``stream``'s thread) at the next poll boundary."""
@@ -363,16 +435,16 @@ class Tail:
 
     def __iter__(self) -> Iterator[LogEntry]:
         while not self._stop.is_set():
+            got = False
             try:
-                batch = self.poll()
+                for entry in self.poll_iter():
+                    if self._stop.is_set():
+                        return
+                    got = True
+                    yield entry
             except QueryFailedError as exc:
                 if self.on_error is None:
                     raise
                 self.on_error(exc)
-                batch = []
-            for entry in batch:
-                if self._stop.is_set():
-                    return
-                yield entry
-            if not batch:
+            if not got:
                 self._stop.wait(self.poll_interval)

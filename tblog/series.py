@@ -10,7 +10,10 @@ Storage is append-only (see ``tblog/datasources/tblog_series*.datasource``):
   newer than that, so concurrent increments are summed, never read-modified-written.
 
 Writes go synchronously to the Events API (``wait=true``) so methods can report status;
-reads go to the SQL API with every user value escaped by ``tblog._sql``.
+a 429 or 503 is waited out and sent again (``tblog._delivery.foreground``: the server's
+``Retry-After``, else backoff, bounded); a network error is not (the write may have
+been stored) and raises ``WriteFailedError``.  Reads go to the SQL API with every user
+value escaped by ``tblog._sql``, and retry like any ``SqlClient`` read.
 """
 
 # SQL is built from fixed text, checked names and tblog._sql literals only (S608); the
@@ -34,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import requests
 
 from tblog._config import resolve_api_url, resolve_token
+from tblog._delivery import foreground
 from tblog._http import session_for
 from tblog._sql import QueryFailedError, SqlClient, number, string, to_us
 
@@ -207,12 +211,16 @@ class Client:
             return
         body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
         try:
-            response = self._session.post(
-                f"{self.api_url}/v0/events",
-                params={"name": ds, "wait": "true"},
-                data=body,
-                headers={"Authorization": f"Bearer {self._write_token}"},
-                timeout=self.timeout,
+            response = foreground.call(
+                lambda: self._session.post(
+                    f"{self.api_url}/v0/events",
+                    params={"name": ds, "wait": "true"},
+                    data=body,
+                    headers={"Authorization": f"Bearer {self._write_token}"},
+                    timeout=self.timeout,
+                ),
+                idempotent=False,
+                what="a series write",
             )
         except requests.RequestException as exc:
             raise WriteFailedError(

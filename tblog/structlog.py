@@ -46,6 +46,7 @@ from tblog._delivery.sender import (
 )
 from tblog._event import tb_logs
 from tblog._event.encode import dumps, shrink_event, to_text
+from tblog._event.gate import RATE_KEY, Gate
 from tblog._event.redact import build_redactor
 from tblog._event.snapshot import CTX_ATTR, ExcInfo, exc_of, extras_of
 from tblog._event.tb_logs import iso_utc
@@ -178,6 +179,15 @@ class TinybirdProcessor:
         self._checked = False
         self._misplaced = ""
         self._closed = False
+        # sampling and dedup (tblog._event.gate): None unless sample or dedup_limit is set
+        self._gate: Gate | None = None
+        if opts.sample or (opts.dedup_limit and opts.dedup_window):
+            self._gate = Gate(
+                sample=opts.sample,
+                dedup_limit=opts.dedup_limit,
+                dedup_window=opts.dedup_window,
+                ship=self._ship_summary,
+            )
 
     def __repr__(self) -> str:
         return (
@@ -236,6 +246,9 @@ class TinybirdProcessor:
         if self.level and _level_of(fields, method_name, attrs)[1] < self.level:
             self.filtered += 1
             return
+        if self._gate is not None and not self._admit(self._gate, fields, method_name, name,
+                                                       created, attrs):  # fmt: skip
+            return
         exc = None
         if record is not None or "exc_info" in fields:
             exc = _exception_now(fields, record)
@@ -251,6 +264,62 @@ class TinybirdProcessor:
         if exc is not None:
             size += len(exc.stacktrace)
         self._channel.put(snap, size, pid)
+
+    @staticmethod
+    def _admit(  # noqa: PLR0917
+        gate: Gate,
+        fields: dict[str, Any],
+        method_name: str,
+        name: str,
+        created: float,
+        attrs: dict[str, Any] | None,
+    ) -> bool:
+        """Whether sampling and dedup ship this event (a kept sample carries its rate)."""
+        level_no = _level_of(fields, method_name, attrs)[1]
+        rate = 1.0
+        if gate.rules:
+            rate = gate.rate(name, level_no)
+            if rate < 1.0 and not gate.keep(rate):
+                return False
+        template = fields.get("event")
+        if gate.limit and type(template) is str:
+            a = attrs or {}
+            site = (
+                _str(fields.get("pathname", a.get("pathname", ""))),
+                _int(fields.get("lineno", a.get("lineno", 0))),
+                _str(fields.get("func_name", a.get("funcName", ""))),
+            )
+            if not gate.held(name, template, level_no, created, *site, rate):
+                return False
+        if rate < 1.0:
+            fields[RATE_KEY] = rate  # (the processor's own copy of the event dict)
+        return True
+
+    def _ship_summary(self, record: logging.LogRecord) -> None:
+        """Ship the gate's "repeated K times" record as an event of this processor."""
+        if self._closed:
+            self._channel.count_drop("closed")
+            return
+        fields: dict[str, Any] = {
+            "event": record.msg, "level": record.levelname, "pathname": record.pathname,
+            "lineno": record.lineno, "func_name": record.funcName,
+        }  # fmt: skip
+        for key, value in record.__dict__.items():
+            if key in ("repeat_count", "first_ts", "last_ts", "dedup_window", RATE_KEY):
+                fields[key] = value
+        pid = os.getpid()
+        snap: _Snap = (
+            fields, record.levelname.lower(), record.name, record.created, None, None,
+            ("", "", {}), pid, _get_ident(), threading.current_thread().name,
+        )  # fmt: skip
+        self._channel.put(snap, _snap_size(snap), pid)
+
+    def _drain(self) -> None:
+        if self._gate is not None:
+            try:
+                self._gate.drain()
+            except Exception:  # noqa: BLE001 - flush and close go on
+                _diag.diag(logging.ERROR, "gate-drain", "tblog: a dedup summary was lost")
 
     def _check_chain(self) -> str:
         """Why structlog's configured chain is wrong for this processor ("" when it is fine)."""
@@ -370,6 +439,7 @@ class TinybirdProcessor:
             exc or _exception_from_text(f.get("exception")),
             (stack if isinstance(stack, str) else to_text(stack)) if stack else None,
             extra,
+            f.get(RATE_KEY),
         )
 
     # -- control -----------------------------------------------------------------------
@@ -380,12 +450,14 @@ class TinybirdProcessor:
         Without an argument it waits at most ``shutdown_timeout`` seconds; ``flush(None)``
         waits without a limit.
         """
+        self._drain()
         return self._sender.flush(timeout, [self._channel])
 
     def close(self) -> None:
         """Deliver what is buffered (within ``shutdown_timeout``) and stop shipping. Idempotent."""
         if self._closed:
             return
+        self._drain()
         self._closed = True
         if not holds_logging_lock():
             self._sender.flush(self._sender.close_timeout(self._channel), [self._channel])
@@ -398,6 +470,10 @@ class TinybirdProcessor:
         stats["ignored"] = self.ignored
         stats["filtered"] = self.filtered
         stats["duplicates"] = self.duplicates
+        gate = self._gate
+        stats["sampled"] = gate.sampled if gate is not None else 0
+        stats["collapsed"] = gate.collapsed if gate is not None else 0
+        stats["summaries"] = gate.summaries if gate is not None else 0  # "repeated K times"
         stats["app_name"] = self.app_name
         return stats
 

@@ -50,6 +50,7 @@ def test_benchmarks_quick_run() -> None:
     for label in [
         "logging.NullHandler",
         "tblog TinybirdLoggingHandler",
+        "tblog TinybirdLoggingHandler, sampling on (INFO at 0.5)",
         "tblog TinybirdLoggingQueueHandler",
         "tblog TinybirdLoggingQueueHandler on a `queue.SimpleQueue`",
         "tblog structlog TinybirdProcessor",

@@ -142,7 +142,7 @@ def test_help_lists_every_subcommand_once(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     listed = capsys.readouterr().out
-    names = ["demo", "local", "query", "tail", "stats", "series", "send", "datasource"]
+    names = ["demo", "local", "query", "tail", "stats", "series", "send", "datasource", "ui"]
     for name in names:
         assert f"\n    {name}" in listed, name
     assert len(cli.SUBCOMMANDS) == len(set(cli.SUBCOMMANDS)) == len(names)

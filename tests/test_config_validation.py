@@ -99,7 +99,8 @@ OPTION_ERRORS: list[tuple[str, Any, type[Exception], str]] = [
     ("environment", 5, TypeError, "environment must be a str"),
     ("ds_name", "bad-name", ValueError, "ds_name must be a Tinybird datasource name"),
     ("ds_name", "1st", ValueError, "ds_name must be a Tinybird datasource name"),
-    ("ds_name", None, ValueError, "ds_name must be a Tinybird datasource name"),
+    # (ds_name=None is the Tinybird SDK's "tb_logs": tests/test_sdk_api.py)
+    ("ds_name", 5, ValueError, "ds_name must be a Tinybird datasource name"),
 ]
 
 # Two options whose error is about the pair.

@@ -280,7 +280,7 @@ def test_async_api_really_sends_and_keeps_the_loop_free(rest: RestServer) -> Non
             )
             again = await api.get("pipes/x.json")
         task.cancel()
-        return (response.json(), again.status_code), ticks
+        return (await response.json(), again.status_code), ticks  # aiohttp-like, as the SDK's
 
     (body, status), ticks = asyncio.run(main())
     assert body == {"ok": True, "path": "/v0/datasources"} and status == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import sys
 import threading
 import uuid
 from typing import Any
@@ -279,7 +280,11 @@ def test_tinybird_sdk_schema_field_names(
     assert row["level"] == 40 and row["levelname"] == "ERROR" and row["name"] == logger.name
     assert row["exc_info"]["type"] == "<class 'OSError'>" and row["exc_info"]["value"] == "disk"
     assert row["args"] == ["x"]
-    assert row["extra"] == {"k": 1, "trace_id": "t-sdk", "span_id": "s-sdk"}
+    # as the SDK's: the record's other public attributes too (tests/test_sdk_parity.py)
+    sdk_extra = {"msg": "failed %s", "levelno": 40, "exc_text": None, "stack_info": None, "k": 1}
+    if sys.version_info >= (3, 12):
+        sdk_extra["taskName"] = None
+    assert row["extra"] == {**sdk_extra, "trace_id": "t-sdk", "span_id": "s-sdk"}
     assert row["formatted_message"].startswith("failed x\nTraceback")
     assert row["app_name"] == "tests"
 

@@ -21,7 +21,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
         ("litellm_example.py", "litellm", 2),
         ("llm_traces_example.py", "traces", 2),
         ("events_example.py", "events", 3),
-        ("datasource_example.py", "orders", 10),
+        ("datasource_example.py", "events", 10),
     ],
 )
 def test_example_runs_and_delivers(

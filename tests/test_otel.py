@@ -79,7 +79,7 @@ def test_structlog_and_preset_formatter_pick_up_the_span(
     from tblog.structlog import TinybirdProcessor
 
     handler = make_handler()
-    handler.setFormatter(tblog.TinybirdJsonFormatter("otel"))
+    handler.setFormatter(tblog.TinybirdJsonFormatter(app_name="otel"))
     logger.addHandler(handler)
     proc = TinybirdProcessor(events_api.url, events_api.token, "otel")
     structlog.configure(

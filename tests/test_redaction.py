@@ -139,7 +139,7 @@ def test_the_structlog_processor_and_json_formatter_paths_redact(
         structlog.reset_defaults()
         proc.close()
     handler = make_handler(ds_name="json_logs")
-    handler.setFormatter(tblog.TinybirdJsonFormatter("json-app"))
+    handler.setFormatter(tblog.TinybirdJsonFormatter(app_name="json-app"))
     logger.addHandler(handler)
     logger.info("json event", extra={"password": "pw-12345678", "trace": "5" * 16})
     assert handler.flush(5)

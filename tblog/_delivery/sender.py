@@ -117,6 +117,9 @@ class Sender:
 
     def __init__(self) -> None:
         self.channels: list[Channel] = []
+        #: Called with ``time.monotonic()`` at the start of every pass (at least every
+        #: ``IDLE_WAKE``): trace holds that ran out, periodic drop reports.  Never raise.
+        self.ticks: list[Callable[[float], None]] = []
         self.transport = Transport()
         self.pacer = Pacer()
         self._init_runtime()
@@ -141,6 +144,10 @@ class Sender:
     def register(self, channel: Channel) -> None:
         with self.lock:
             self.channels.append(channel)
+
+    def on_tick(self, callback: Callable[[float], None]) -> None:
+        """Run ``callback(now)`` on every pass of the sender (see ``ticks``)."""
+        self.ticks.append(callback)
 
     def unregister(self, channel: Channel) -> None:
         with self.lock:
@@ -244,6 +251,9 @@ class Sender:
 
     def _service_all(self) -> float:
         now = time.monotonic()
+        for tick in self.ticks:
+            with contextlib.suppress(Exception):  # a tick never stops the sender
+                tick(now)
         due = now + IDLE_WAKE
         with self.lock:
             channels = list(self.channels)
@@ -440,8 +450,12 @@ def flush(timeout: float | _Default | None = SHUTDOWN_TIMEOUT) -> bool:
 
     Returns True when all of it was delivered within ``timeout`` seconds.  Without an
     argument it waits at most the largest ``shutdown_timeout`` (like ``handler.flush()``);
-    ``flush(None)`` waits without a limit.
+    ``flush(None)`` waits without a limit.  Dedup summaries held back ("repeated K
+    times", ``tblog._event.gate``) are shipped first.
     """
+    from tblog._event.gate import drain_all  # noqa: PLC0415 - _event sits above _delivery
+
+    drain_all()
     return _sender.flush(timeout)
 
 

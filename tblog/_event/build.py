@@ -25,15 +25,17 @@ from tblog._event.encode import (
     orjson_dumps,
     shrink_event,
 )
+from tblog._event.gate import RATE_KEY
 from tblog._event.redact import Redactor
 from tblog._event.snapshot import (
     ARGS_KEY,
     BASE_ATTRS,
     FMT_KEY,
+    SDK_KEY,
     SHAPED_KEY,
+    SdkOriginals,
     Snapshot,
     extra_keys,
-    extras_of,
     snap_exc,
     snap_formatter,
     snap_message,
@@ -67,6 +69,11 @@ _ID_FIELDS = frozenset(("trace_id", "span_id", "event_id", "timestamp", "created
 #: ``created`` and ``asctime``), then the timing, thread and process (before ``message``).
 _SDK_SITE = ("pathname", "filename", "module", "lineno", "funcName")
 _SDK_RUN = ("msecs", "relativeCreated", "thread", "threadName", "process", "processName")
+#: The record attributes a snapshot reuses (``Snapshot``); their own values are in ``SDK_KEY``.
+_SDK_SLOTS = ("msg", "args", "exc_info", "exc_text")
+_SKIP = object()
+#: What the SDK's handler formats a record with when it has no formatter of its own.
+_PLAIN_FORMATTER = logging.Formatter()
 
 _HEADS_MAX = 4096  # cached event heads per builder (call site x thread x process)
 #: The extra attribute names of a snapshot and whether one of them is a secret's.
@@ -182,6 +189,8 @@ class EventBuilder:
                 if len(a) == plain_len:
                     extra = {}
                 else:
+                    if RATE_KEY in a:  # kept by sampling: its row has a sample_rate
+                        raise _Uncommon
                     names = tuple(a)
                     if names != last_names:
                         keys, found = extras.get(names) or self._new_extras(names)
@@ -334,7 +343,7 @@ class EventBuilder:
             return self.build({**_RECORD_DEFAULTS, **a})
         event = tb_logs.finish(
             head, iso_utc(created), snap_message(a), trace_id, span_id, snap_exc(a),
-            a.get("stack_info"), self._extra(a),
+            a.get("stack_info"), self._extra(a), a.get(RATE_KEY),
         )  # fmt: skip
         formatted = self.formatted_message(a)
         if formatted is not None:
@@ -342,33 +351,48 @@ class EventBuilder:
         return event
 
     def _build_sdk(self, snap: Snapshot) -> dict[str, Any]:
-        """The field names of the Tinybird Python SDK's ``TinybirdLoggingHandler``."""
+        """The row of the Tinybird Python SDK's ``TinybirdLoggingHandler``, field by field.
+
+        As its ``log_record_to_dict``: the record's attributes it names, ``exc_info`` as
+        ``str(type)``/``str(value)`` and the traceback text the record carried (None unless
+        an earlier handler formatted it), ``args`` and ``stack_info`` when set, and in
+        ``extra`` every other public attribute of the record (``msg``, ``levelno``,
+        ``exc_text``, ``taskName``..., and the empty ``args``/``exc_info``/``stack_info``).
+        tblog adds its bound fields and trace ids to ``extra``, ``static_fields`` in front.
+        """
         a = snap
         message = snap_message(a)
         trace_id, span_id, bound = a["exc_text"]
         exc = snap_exc(a)
+        orig = a.get(SDK_KEY)
         created = a["created"]
-        event: dict[str, Any] = dict(self.static_fields)
-        event.update(name=a["name"], level=a["levelno"], levelname=a["levelname"])
+        base: dict[str, Any] = {"name": a["name"], "level": a["levelno"],
+                                "levelname": a["levelname"]}  # fmt: skip
         for key in _SDK_SITE:
-            event[key] = a.get(key)
-        event["created"] = created
-        event["asctime"] = _dt.datetime.fromtimestamp(created).isoformat()
+            base[key] = a.get(key)
+        base["created"] = created
+        base["asctime"] = _dt.datetime.fromtimestamp(created).isoformat()
         for key in _SDK_RUN:
-            event[key] = a.get(key)
-        event["message"] = message
-        if exc is not None:
-            event["exc_info"] = {
+            base[key] = a.get(key)
+        base["message"] = message
+        if isinstance(orig, SdkOriginals):
+            if orig.exc_head is not None:
+                base["exc_info"] = {"type": orig.exc_head[0], "value": orig.exc_head[1],
+                                    "traceback": orig.exc_text or None}  # fmt: skip
+        elif exc is not None:
+            base["exc_info"] = {
                 "type": f"<class '{exc.type}'>",
                 "value": exc.message,
                 "traceback": exc.stacktrace,
             }
         args = a.get(ARGS_KEY)
         if args:
-            event["args"] = args if isinstance(args, Mapping) else list(args)
+            base["args"] = args if isinstance(args, Mapping) else list(args)
         if a.get("stack_info"):
-            event["stack_info"] = a["stack_info"]
-        extra = {**bound, **extras_of(a)}
+            base["stack_info"] = a["stack_info"]
+        event: dict[str, Any] = dict(self.static_fields)
+        event.update(base)
+        extra = {**bound, **self._sdk_extra(a, base, orig)}
         if trace_id:
             extra.setdefault("trace_id", trace_id)
         if span_id:
@@ -376,10 +400,26 @@ class EventBuilder:
         if extra:
             event["extra"] = extra
         formatted = self.formatted_message(snap)
-        if formatted is None:
-            formatted = message
-            if exc is not None:
-                formatted += "\n" + exc.stacktrace
-        event["formatted_message"] = formatted
+        if formatted is None:  # no formatter: what the SDK's handler.format() gives then
+            formatted = self.formatted_message({**snap, FMT_KEY: _PLAIN_FORMATTER})
+        event["formatted_message"] = formatted if formatted is not None else message
         event["app_name"] = self.app_name
         return event
+
+    @staticmethod
+    def _sdk_extra(a: Snapshot, base: Mapping[str, Any], orig: object) -> dict[str, Any]:
+        """The SDK's ``extra``: the record's public attributes its row does not name."""
+        if isinstance(orig, SdkOriginals):
+            slots = {"msg": orig.msg, "args": a.get(ARGS_KEY), "exc_info": orig.exc_info,
+                     "exc_text": orig.exc_text}  # fmt: skip
+        else:  # a snapshot taken for the tblog schema: its reused slots say nothing
+            slots = dict.fromkeys(_SDK_SLOTS, _SKIP)
+        extra: dict[str, Any] = {}
+        for key, value in a.items():
+            name = key if type(key) is str else str(key)
+            if name[:1] == "_" or name in base:
+                continue
+            own = slots.get(name, value)
+            if own is not _SKIP:
+                extra[name] = own
+        return extra

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from tblog import context
-from tblog._event.encode import to_text
+from tblog._event.encode import jsonable, to_text
 
 # Attributes every LogRecord has (plus the ones formatters add, and tblog's own
 # carriers for the queue path): anything else in ``record.__dict__`` is an extra.
@@ -80,6 +80,48 @@ Snapshot = dict[str, Any]
 FMT_KEY = "_tblog_fmt"  # formatter output (str), or the plain Formatter when exc_info is taken
 SHAPED_KEY = "_tblog_shaped"  # True: FMT_KEY is the event itself (python-json-logger)
 ARGS_KEY = "_tblog_args"  # the record's own args (the tinybird-python-sdk schema ships them)
+SDK_KEY = "_tblog_sdk"  # an ``SdkOriginals``: what else of the record that schema ships as is
+
+
+class SdkOriginals(NamedTuple):
+    """The record's own slots the snapshot reuses, as the Tinybird SDK's rows show them.
+
+    ``exc_head``: ``(str(type), str(value))`` of a truthy ``exc_info`` (else None, and
+    ``exc_info`` is the falsy value itself); ``exc_text``: as the record had it (None unless
+    an earlier handler formatted the record).
+    """
+
+    msg: Any
+    exc_head: tuple[str, str] | None
+    exc_info: Any
+    exc_text: str | None
+
+
+def sdk_originals(record: logging.LogRecord) -> SdkOriginals:
+    """What ``log_record_to_dict`` of the Tinybird SDK reads from the slots a snapshot reuses."""
+    msg = record.msg
+    if type(msg) is not str:
+        msg = jsonable(msg)
+    info = record.exc_info
+    head = None
+    if info:
+        try:
+            head = (to_text(info[0]), to_text(info[1]))
+        except Exception:  # noqa: BLE001 - not a (type, value, traceback) triple
+            head = (to_text(type(info)), to_text(info))
+        info = None
+    text = record.exc_text if isinstance(record.exc_text, str) else None
+    return SdkOriginals(msg, head, info, text)
+
+
+def _shown_exc(record: logging.LogRecord) -> ExcInfo | None:
+    """What ``logging.Formatter`` prints for an ``exc_info`` that ``exc_of`` finds empty
+    (``(None, None, None)``: ``exc_info=True`` outside an ``except`` block)."""
+    try:
+        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")  # type: ignore[misc]
+    except Exception:  # noqa: BLE001
+        return None
+    return ExcInfo("", "", text) if text else None
 
 
 def get_message(record: logging.LogRecord) -> str:
@@ -135,6 +177,9 @@ def snapshot(
         exc = exc_of(record)
     if keep_args:
         attrs[ARGS_KEY] = attrs.get("args")
+        attrs[SDK_KEY] = sdk_originals(record)
+        if exc is None and record.exc_info:
+            exc = _shown_exc(record)
     attrs["msg"] = message
     attrs["args"] = None
     carried = attrs.get(CTX_ATTR)

@@ -86,7 +86,7 @@ HEAD_FIELDS = (
 #: The fields every row has besides: the time, the message, the trace context, its id, extras.
 TAIL_FIELDS = ("timestamp", "message", "trace_id", "span_id", "event_id", "extra")
 #: Fields a row has only when there is something to say.
-OPTIONAL_FIELDS = ("exception", "stack_info", "formatted_message", "truncated")
+OPTIONAL_FIELDS = ("exception", "stack_info", "formatted_message", "truncated", "sample_rate")
 
 
 def head(  # noqa: PLR0917 - the columns, in their order
@@ -132,10 +132,13 @@ def finish(  # noqa: PLR0917 - the row's own fields
     exc: ExcInfo | None,
     stack_info: Any,
     extra: Mapping[str, Any],
+    sample_rate: float | None = None,
 ) -> dict[str, Any]:
     """Complete ``row`` (a ``head``) with the fields that change with every record; returns it.
 
     ``timestamp`` is ISO-8601 UTC text (``iso_utc``); the event id is made here.
+    ``sample_rate``: the rate sampling kept the record at (``tblog._event.gate``); rows
+    without it are not sampled (the column's default is 1).
     """
     row["timestamp"] = timestamp
     row["message"] = message
@@ -147,4 +150,6 @@ def finish(  # noqa: PLR0917 - the row's own fields
     if stack_info:
         row["stack_info"] = stack_info
     row["extra"] = extra
+    if sample_rate is not None and sample_rate < 1.0:
+        row["sample_rate"] = sample_rate
     return row

@@ -1,9 +1,10 @@
 """The ``tblog`` command line: its parser and ``main``; each subcommand lives in a module.
 
-``serve`` (``local``, ``demo``), ``read`` (``query``, ``tail``, ``stats``, ``series``) and
-``write`` (``send``, ``datasource``) each add their parsers; ``output`` prints; ``args`` holds
-the options they share.  Commands that talk to an API take ``--host``/``--token`` and fall
-back to ``TB_API_URL``/``TB_HOST`` and the token variables of ``tblog._config``.
+``serve`` (``local``, ``demo``), ``read`` (``query``, ``tail``, ``stats``, ``series``),
+``write`` (``send``, ``datasource``) and ``ui`` each add their parsers; ``output`` prints;
+``args`` holds the options they share.  Commands that talk to an API take
+``--host``/``--token`` and fall back to ``TB_API_URL``/``TB_HOST`` and the token variables
+of ``tblog._config``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from tblog._version import __version__
-from tblog.cli import read, serve, write
+from tblog.cli import read, serve, ui, write
 from tblog.cli.http import ApiError
 from tblog.cli.output import err
 
@@ -30,6 +31,7 @@ SUBCOMMANDS: tuple[AddParser, ...] = (
     read.add_series,
     write.add_send,
     write.add_datasource,
+    ui.add_ui,
 )
 
 

@@ -11,7 +11,14 @@ from tblog._config import TOKEN_ENV
 from tblog._sql import READ_TOKEN_ENV
 from tblog.cli.http import ApiClient
 
-__all__ = ["add_connection_args", "client_from", "parse_since", "parse_time"]
+__all__ = [
+    "LEVELS",
+    "add_connection_args",
+    "client_from",
+    "parse_level",
+    "parse_since",
+    "parse_time",
+]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
 
@@ -38,6 +45,22 @@ def parse_since(text: str) -> float:
         raise argparse.ArgumentTypeError(f"--since takes a duration like 30s, 10m, 2h: {text!r}")
     unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
     return float(m.group(1)) * unit
+
+
+#: ``--level`` names (case-insensitive) and what they mean: that level and above.
+LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARNING", "WARN": "WARNING",
+          "ERROR": "ERROR", "CRITICAL": "CRITICAL", "FATAL": "CRITICAL"}  # fmt: skip
+
+
+def parse_level(text: str) -> str:
+    """``--level``'s value as its canonical name (``warn`` -> ``WARNING``); ``query`` and
+    ``tail`` both read it as "this level and above".  A ValueError for other names."""
+    level = LEVELS.get(text.strip().upper())
+    if level is None:
+        raise ValueError(
+            f"unknown level {text!r}: use DEBUG, INFO, WARNING (or WARN), ERROR or CRITICAL"
+        )
+    return level
 
 
 def parse_time(text: str, now: float | None = None) -> datetime:

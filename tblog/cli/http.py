@@ -2,16 +2,19 @@
 
 Works the same against ``tblog local`` and Tinybird.  The token goes only in the
 ``Authorization`` header (the session comes from ``tblog._http``: no ``.netrc`` entry
-replaces it); errors carry the server's message, never the token.
+replaces it); errors carry the server's message, never the token.  ``append`` waits
+out 429/503 answers and sends the batch again (``tblog._delivery.foreground``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import requests
 
 from tblog._config import resolve_api_url, resolve_token
+from tblog._delivery import foreground
 from tblog._event.encode import gzip_bytes
 from tblog._http import session_for
 from tblog._sql import resolve_read_token
@@ -45,6 +48,8 @@ class ApiClient:
         self.timeout = timeout
         self.session = session_for(self.host, user_agent=f"tblog-cli/{__version__}")
         self.session.headers["Authorization"] = f"Bearer {self._token}"
+        #: Told of each wait before an append is sent again: (reason, seconds, attempt).
+        self.on_retry: Callable[[str, float, int], None] | None = None
 
     def __repr__(self) -> str:
         return f"<ApiClient host={self.host!r}>"
@@ -62,16 +67,33 @@ class ApiClient:
             except ValueError:
                 message = None
             text = message or response.text[:500].strip() or response.reason
-            raise ApiError(f"HTTP {response.status_code}: {text}", response.status_code)
+            raise ApiError(
+                f"{self.host}: HTTP {response.status_code}: {text}", response.status_code
+            )
         return response
 
     def _request(
-        self, method: str, path: str, accept: tuple[int, ...] = (), **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        accept: tuple[int, ...] = (),
+        *,
+        retry: bool = False,
+        **kwargs: Any,
     ) -> requests.Response:
+        """``retry``: wait out 429/503 answers (``tblog._delivery.foreground``; a write is not sent
+        again after a network error), telling ``on_retry`` of each wait."""
+        url = f"{self.host}{path}"
         try:
-            response = self.session.request(
-                method, f"{self.host}{path}", timeout=self.timeout, **kwargs
-            )
+            if retry:
+                response = foreground.call(
+                    lambda: self.session.request(method, url, timeout=self.timeout, **kwargs),
+                    idempotent=False,
+                    what=f"{method} {path}",
+                    on_retry=self.on_retry,
+                )
+            else:
+                response = self.session.request(method, url, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
             raise ApiError(f"cannot reach {self.host}: {type(exc).__name__}") from None
         return self._check(response, accept)
@@ -104,6 +126,7 @@ class ApiClient:
             "POST",
             "/v0/events",
             accept=(422,),  # partially ingested: the body says how many rows went where
+            retry=True,
             params=params,
             data=body,
             headers={"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},

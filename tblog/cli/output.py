@@ -1,23 +1,76 @@
 """Everything the ``tblog`` command line prints: tables, log lines, charts, progress, errors.
 
-Results go to stdout; errors and progress to stderr, each error one line prefixed ``tblog:``.
+Results go to stdout; errors and progress to stderr, each error one line prefixed ``tblog:``
+(once: a message that already starts with it is not prefixed again).  Terminal niceties
+only on a terminal: colour when stdout is a TTY and ``NO_COLOR`` is unset, ``\\r``
+progress lines when stdout and stderr are both TTYs (else a plain line now and then).
+``--json`` output is one JSON object per line (NDJSON).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import os
 import sys
 import time
 from typing import IO, Any
 
-from tblog.query import AggregatedStats
+from tblog.query import AggregatedStats, LogEntry
 
-__all__ = ["bar_chart", "err", "log_line", "print_stats", "print_table", "progress"]
+__all__ = [
+    "bar_chart",
+    "colour_wanted",
+    "entry_json",
+    "err",
+    "json_line",
+    "log_line",
+    "print_stats",
+    "print_stats_json",
+    "print_table",
+    "progress",
+]
+
+_PREFIX = "tblog: "
+_COLOURS = {"DEBUG": "2", "INFO": "32", "WARNING": "33", "ERROR": "31", "CRITICAL": "1;31"}
+#: Seconds between progress lines when stderr is not a terminal.
+PLAIN_PROGRESS_EVERY = 5.0
+_last_plain_progress = [0.0]
 
 
 def err(message: str) -> None:
-    """One error line on stderr."""
-    print(f"tblog: {message}", file=sys.stderr)
+    """One error line on stderr, prefixed ``tblog: `` once."""
+    while message.startswith(_PREFIX):
+        message = message[len(_PREFIX) :]
+    print(f"{_PREFIX}{message}", file=sys.stderr)
+
+
+def _tty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+def colour_wanted(stream: IO[str] | None = None) -> bool:
+    """ANSI colour: only on a terminal, and never with ``NO_COLOR`` set (no-color.org)."""
+    return _tty(stream or sys.stdout) and not os.environ.get("NO_COLOR")
+
+
+def json_line(obj: Any) -> str:
+    """One NDJSON line (no newline at the end)."""
+    return json.dumps(obj, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def entry_json(entry: LogEntry) -> str:
+    """A log row as one NDJSON line: its columns, ``timestamp`` in ISO 8601 and ``extra``
+    as the object it holds."""
+    row = dataclasses.asdict(entry)
+    row["timestamp"] = entry.timestamp.isoformat()
+    with contextlib.suppress(ValueError):
+        row["extra"] = json.loads(entry.extra)
+    return json_line(row)
 
 
 def _cell(value: Any, width: int = 60) -> str:
@@ -44,11 +97,23 @@ def print_table(result: dict[str, Any], out: IO[str] | None = None, width: int =
 
 
 def log_line(  # noqa: PLR0917 - the fields of one printed log row
-    timestamp: str, level: str, app: str, logger: str, message: str, trace_id: str
+    timestamp: str,
+    level: str,
+    app: str,
+    logger: str,
+    message: str,
+    trace_id: str,
+    *,
+    colour: bool = False,
 ) -> str:
-    """One log row as ``tail`` and ``query`` print it (newlines in the message escaped)."""
+    """One log row as ``tail`` and ``query`` print it (newlines in the message escaped);
+    ``colour``: the level in its ANSI colour."""
     trace = f" trace={trace_id}" if trace_id else ""
-    return f"{timestamp} {level:<8} {app} {logger}: {message}{trace}".replace("\n", "\\n")
+    text = f"{level:<8}"
+    code = _COLOURS.get(level.upper()) if colour else None
+    if code:
+        text = f"\x1b[{code}m{text}\x1b[0m"
+    return f"{timestamp} {text} {app} {logger}: {message}{trace}".replace("\n", "\\n")
 
 
 def bar_chart(values: list[tuple[str, int]], width: int = 40) -> list[str]:
@@ -82,9 +147,31 @@ def print_stats(stats: AggregatedStats, out: IO[str] | None = None) -> None:
           f"error rate {stats.error_rate:.2%}", file=out)  # fmt: skip
 
 
-def progress(counts: tuple[int, int, int, int], started: float, total: int) -> None:
-    """``tblog send``'s progress line on stderr: rows sent, ok, quarantined, rate."""
+def print_stats_json(stats: AggregatedStats, out: IO[str] | None = None) -> None:
+    """The stats as NDJSON: one ``{"bucket", "total", "by_level"}`` line per interval,
+    then one ``{"summary": {...}}`` line (totals, error rate, top apps and loggers)."""
+    out = out or sys.stdout
+    for row in stats.timeseries:
+        print(json_line({"bucket": row["bucket"].isoformat(), "total": row["total"],
+                         "by_level": row["by_level"]}), file=out)  # fmt: skip
+    summary = {
+        "total": stats.total, "errors": stats.errors, "error_rate": stats.error_rate,
+        "top_apps": dict(stats.top_apps), "top_loggers": dict(stats.top_loggers),
+    }  # fmt: skip
+    print(json_line({"summary": summary}), file=out)
+
+
+def progress(counts: tuple[int, int, int, int], started: float, total: int) -> bool:
+    """``tblog send``'s progress on stderr: rows sent, ok, quarantined, rate.  A line
+    redrawn with ``\\r`` on a terminal (stdout and stderr TTYs); else a plain line at most
+    every ``PLAIN_PROGRESS_EVERY`` seconds (and the first time).  True when it left a
+    ``\\r`` line open (the caller ends it with a newline before printing more)."""
     sent, ok, bad, nbytes = counts
+    tty = _tty(sys.stdout) and _tty(sys.stderr)
+    now = time.monotonic()
+    last = _last_plain_progress[0]
+    if not tty and last and now - last < PLAIN_PROGRESS_EVERY:
+        return False
     rate = sent / max(time.monotonic() - started, 1e-6)
     if total:
         done = min(1.0, nbytes / total)
@@ -92,5 +179,11 @@ def progress(counts: tuple[int, int, int, int], started: float, total: int) -> N
         head = f"[{bar:<30}] {done:4.0%} "
     else:
         head = ""
-    sys.stderr.write(f"\r{head}{sent} rows sent, {ok} ok, {bad} quarantined ({rate:,.0f}/s)")
+    line = f"{head}{sent} rows sent, {ok} ok, {bad} quarantined ({rate:,.0f}/s)"
+    if tty:
+        sys.stderr.write(f"\r{line}")
+    else:
+        sys.stderr.write(f"{line}\n")
+        _last_plain_progress[0] = now
     sys.stderr.flush()
+    return tty

@@ -2,38 +2,103 @@
 ``tblog stats`` and ``tblog series read``.
 
 ``query`` keeps its raw-SQL form (``tblog query 'SELECT ...'``) and, without SQL, searches logs
-with ``tblog.query.QueryClient``.
+with ``tblog.query.QueryClient``.  ``tail`` follows with ``tblog.query.Tail`` (a cursor with a
+look-back for rows that land late, de-duplicated), pages through a backlog without pausing,
+and waits out an unreachable or overloaded server with backoff.  All of them take
+``--json`` (NDJSON: one object per line); ``--level`` means "this level and above" in
+``query`` and ``tail`` alike.  Failures are one line naming the host, exit status 1 (2 for
+a bad option value).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from tblog._sql import QueryFailedError
-from tblog.cli.args import add_connection_args, client_from, parse_since, parse_time
-from tblog.cli.output import err, log_line, print_stats, print_table
-from tblog.query import QueryClient
+from tblog._config import resolve_api_url
+from tblog._delivery.retry import backoff
+from tblog._sql import QueryFailedError, to_us
+from tblog.cli.args import add_connection_args, client_from, parse_level, parse_since, parse_time
+from tblog.cli.http import ApiError
+from tblog.cli.output import (
+    colour_wanted,
+    entry_json,
+    err,
+    json_line,
+    log_line,
+    print_stats,
+    print_stats_json,
+    print_table,
+)
+from tblog.query import AggregatedStats, LogEntry, QueryClient, Tail, parse_interval
 from tblog.series import Client, WriteFailedError
 
-__all__ = ["add_query", "add_series", "add_stats", "add_tail", "tail_query"]
+__all__ = ["add_query", "add_series", "add_stats", "add_tail"]
+
+#: The sleep between polls and retries of ``tail`` (tests replace it).
+sleep: Callable[[float], None] = time.sleep
+
+
+class _UsageError(Exception):
+    """An option value that cannot be used: one line, exit status 2."""
+
+
+def _host(args: argparse.Namespace) -> str:
+    try:
+        return resolve_api_url(getattr(args, "host", None))
+    except ValueError:
+        return str(getattr(args, "host", None) or "the API")
+
+
+def _explain(exc: Exception, host: str) -> str:
+    """A read failure in one line that names the host (never the token)."""
+    text = str(exc)
+    status = getattr(exc, "status", 0)
+    if host in text:
+        return text
+    if not status:
+        return f"cannot reach {host}: {text}"
+    return f"{host}: {text}"
 
 
 def _reported(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """API failures as one line on stderr and exit code 1."""
+    """API failures as one line naming the host on stderr and exit code 1; a bad option
+    value as one line and exit code 2."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
-        except (QueryFailedError, WriteFailedError) as exc:
-            err(str(exc))
+        except (QueryFailedError, WriteFailedError, ApiError) as exc:
+            err(_explain(exc, _host(args)))
             return 1
+        except _UsageError as exc:
+            err(str(exc))
+            return 2
 
     return run
+
+
+def _min_level(args: argparse.Namespace) -> str | None:
+    if not args.level:
+        return None
+    try:
+        return parse_level(args.level)
+    except ValueError as exc:
+        raise _UsageError(f"--level: {exc}") from None
+
+
+def _print_entry(entry: LogEntry, args: argparse.Namespace, colour: bool) -> str:
+    if args.json:
+        return entry_json(entry)
+    return log_line(entry.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f"), entry.level, entry.app_name,
+                    entry.logger, entry.message, entry.trace_id, colour=colour)  # fmt: skip
 
 
 # -- query ----------------------------------------------------------------------------
@@ -42,9 +107,12 @@ def _reported(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
 def add_query(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("query", help="run SQL, or search logs with filters (no SQL given)")
     p.add_argument("sql", nargs="?", help="a query; end it with FORMAT X to get that format")
-    p.add_argument("--json", action="store_true", help="print the JSON answer as is (SQL)")
+    p.add_argument(
+        "--json", action="store_true",
+        help="SQL: print the JSON answer as is; filters: one JSON object per log (NDJSON)",
+    )  # fmt: skip
     p.add_argument("--app", help="only this app_name")
-    p.add_argument("--level", help="only this level")
+    p.add_argument("--level", help="this level and above (DEBUG, INFO, WARNING/WARN, ...)")
     p.add_argument("--logger", help="only this logger")
     p.add_argument("-q", "--search", help="text the message contains (case-insensitive)")
     p.add_argument("--from", dest="from_time", type=parse_time, help="ISO time or 2h (ago)")
@@ -61,20 +129,22 @@ def add_query(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run_query(args: argparse.Namespace) -> int:
     if args.sql:
         return _run_sql(args)
+    level = _min_level(args)
     with QueryClient(args.token, args.host, ds_name=args.datasource) as client:
         result = client.query(
-            app=args.app, level=args.level, logger=args.logger, q=args.search,
+            app=args.app, min_level=level, logger=args.logger, q=args.search,
             from_time=args.from_time, to_time=args.to_time, trace_id=args.trace_id,
             limit=args.limit, offset=args.offset,
         )  # fmt: skip
+    colour = colour_wanted()
     for log in result.logs:
-        print(log_line(log.timestamp.isoformat(), log.level, log.app_name, log.logger,
-                       log.message, log.trace_id))  # fmt: skip
-    print(f"({len(result.logs)} of {result.total} logs)")
+        print(_print_entry(log, args, colour))
+    if not args.json:
+        print(f"({len(result.logs)} of {result.total} logs)")
     return 0
 
 
-def _run_sql(args: argparse.Namespace) -> int:
+def _run_sql(args: argparse.Namespace) -> int:  # failures: see _reported
     client = client_from(args, read=True)
     try:
         if re.search(r"\bFORMAT\s+\w+\s*;?\s*$", args.sql, re.IGNORECASE):
@@ -93,65 +163,80 @@ def _run_sql(args: argparse.Namespace) -> int:
 # -- tail -----------------------------------------------------------------------------
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("tail", help="print recent log rows, then follow new ones")
     p.add_argument("--app", help="only this app_name")
-    p.add_argument("--level", help="only this level or above (DEBUG, INFO, WARNING, ...)")
+    p.add_argument("--level", help="this level and above (DEBUG, INFO, WARNING/WARN, ...)")
     p.add_argument("--since", type=parse_since, default=600.0, help="start this far back (10m)")
     p.add_argument("--datasource", default="tb_logs", help="the logs datasource (tb_logs)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (1)")
+    p.add_argument(
+        "--lookback", type=parse_since, default=30.0,
+        help="also print rows that land up to this late (30s; 0 turns it off)",
+    )  # fmt: skip
+    p.add_argument("--page-size", type=int, default=10_000, help="rows per request (10000)")
     p.add_argument("--once", action="store_true", help="print what is there and exit")
+    p.add_argument("--json", action="store_true", help="one JSON object per row (NDJSON)")
     add_connection_args(p, read=True)
     p.set_defaults(func=_run_tail)
 
 
-_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
+#: ``tail`` waits out these answers (and network errors); others end it.
+_TRANSIENT = frozenset({0, 408, 425, 429, 500, 502, 503, 504})
+#: The first and the longest wait before ``tail`` tries an unreachable server again.
+RETRY_BASE = 1.0
+RETRY_CAP = 30.0
 
 
-def tail_query(args: argparse.Namespace, after: str | None) -> str:
-    ds = args.datasource
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ds):
-        raise ValueError(f"bad datasource name {ds!r}")
-    where = [
-        f"timestamp > {_quote(after)}"
-        if after
-        else f"timestamp >= now64(6) - toIntervalMillisecond({int(args.since * 1000)})"
-    ]
-    if args.app:
-        where.append(f"app_name = {_quote(args.app)}")
-    if args.level:
-        level = args.level.upper()
-        if level in _LEVELS:
-            where.append(f"level_no >= {_LEVELS[level]}")
-        else:
-            where.append(f"level = {_quote(args.level)}")
-    return (
-        "SELECT toString(timestamp) AS ts, level, app_name, logger, message, trace_id "  # noqa: S608
-        f"FROM {ds} WHERE {' AND '.join(where)} ORDER BY timestamp LIMIT 1000"
-    )
-
-
-def _run_tail(args: argparse.Namespace) -> int:
-    client = client_from(args, read=True)
-    after: str | None = None
+def _drain(tail: Tail, args: argparse.Namespace, colour: bool) -> None:
+    """Print what one poll finds, flushing every few thousand rows, and the rows read
+    before a failure part way (the cursor has moved past them: they are not read again)."""
+    out = sys.stdout
+    lines: list[str] = []
     try:
+        for entry in tail.poll_iter():
+            lines.append(_print_entry(entry, args, colour))
+            if len(lines) >= 2000:
+                out.write("\n".join(lines) + "\n")
+                out.flush()
+                lines.clear()
+    finally:
+        if lines:
+            out.write("\n".join(lines) + "\n")
+            out.flush()
+
+
+@_reported
+def _run_tail(args: argparse.Namespace) -> int:
+    if args.page_size < 1 or args.interval < 0:
+        raise _UsageError("--page-size must be >= 1 and --interval >= 0")
+    filters: dict[str, Any] = {"min_level": _min_level(args)}
+    if args.app:
+        filters["app"] = args.app
+    host = _host(args)
+    since = datetime.now(timezone.utc) - timedelta(seconds=args.since)
+    colour = colour_wanted()
+    failures = 0
+    with QueryClient(args.token, args.host, ds_name=args.datasource) as client:
+        tail = client.tail(filters, since=since, poll_interval=args.interval,
+                           lookback=args.lookback, batch_size=args.page_size)  # fmt: skip
         while True:
-            result = client.sql(tail_query(args, after))
-            for row in result.get("data", []):
-                print(log_line(row["ts"], row["level"], row["app_name"], row["logger"],
-                               row["message"], row.get("trace_id") or ""), flush=True)  # fmt: skip
-                after = row["ts"]
+            try:
+                _drain(tail, args, colour)
+            except QueryFailedError as exc:
+                if args.once or exc.status not in _TRANSIENT:
+                    raise
+                failures += 1
+                delay = backoff(failures, base=RETRY_BASE, cap=RETRY_CAP)
+                err(f"{_explain(exc, host)} (retrying in {math.ceil(delay)}s)")
+                sleep(delay)
+                continue
+            if failures:
+                err(f"reconnected to {host}")
+                failures = 0
             if args.once:
                 return 0
-            time.sleep(args.interval)
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        client.close()
+            sleep(args.interval)
 
 
 # -- stats ----------------------------------------------------------------------------
@@ -164,17 +249,54 @@ def add_stats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--interval", default="1h", help="bucket width: 5m, 1h, 1d (1h)")
     p.add_argument("--app", help="only this app_name")
     p.add_argument("--datasource", default="tb_logs")
+    p.add_argument("--json", action="store_true", help="one JSON object per interval (NDJSON)")
     add_connection_args(p, read=True)
     p.set_defaults(func=_run_stats)
 
 
+#: ``stats`` fills empty intervals over the asked range up to this many rows (beyond, it
+#: fills between the first and the last interval holding rows).
+MAX_FILLED_BUCKETS = 10_000
+
+
+def fill_gaps(
+    stats: AggregatedStats, from_time: datetime, to_time: datetime, interval: str
+) -> AggregatedStats:
+    """``stats`` with a zero row for each interval of ``[from_time, to_time)`` that holds
+    no rows (buckets aligned on the UTC epoch, as the query makes them): an outage shows."""
+    step = parse_interval(interval)
+    have = {row["bucket"]: row for row in stats.timeseries}
+    first = to_us(from_time) // step
+    last = (to_us(to_time) - 1) // step
+    if last - first >= MAX_FILLED_BUCKETS:
+        if not have:
+            return stats
+        first, last = to_us(min(have)) // step, to_us(max(have)) // step
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    buckets = {epoch + timedelta(microseconds=b * step) for b in range(first, last + 1)}
+    timeseries = [
+        have.get(b) or {"bucket": b, "total": 0, "by_level": {}}
+        for b in sorted(buckets | set(have))
+    ]
+    return AggregatedStats(timeseries, stats.top_apps, stats.top_loggers, stats.total,
+                           stats.errors, stats.error_rate)  # fmt: skip
+
+
 @_reported
 def _run_stats(args: argparse.Namespace) -> int:
+    try:
+        parse_interval(args.interval)
+    except ValueError as exc:
+        raise _UsageError(f"--interval: {exc}") from None
     with QueryClient(args.token, args.host, ds_name=args.datasource) as client:
         stats = client.get_aggregated_stats(
             args.from_time, args.to_time, interval=args.interval, app=args.app
         )
-    print_stats(stats)
+    stats = fill_gaps(stats, args.from_time, args.to_time, args.interval)
+    if args.json:
+        print_stats_json(stats)
+    else:
+        print_stats(stats)
     return 0
 
 
@@ -191,6 +313,7 @@ def add_series(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     r.add_argument("--interval", help="raw, 5min, 1hour, 1day, 1month (automatic)")
     r.add_argument("--function", help="sum, max, min, mean, stddev, count (mean)")
     r.add_argument("--tz", help="time zone of the printed points (UTC)")
+    r.add_argument("--json", action="store_true", help="one JSON object per point (NDJSON)")
     add_connection_args(r, read=True)
     r.set_defaults(func=_run_series_read)
 
@@ -207,6 +330,11 @@ def _run_series_read(args: argparse.Namespace) -> int:
         return 1
     finally:
         client.close()
+    if args.json:
+        for point in ds.data:
+            print(json_line({"ts": point.ts.isoformat(), "value": point.value}))
+        print(json_line({"summary": dict(ds.summary)}))
+        return 0
     for point in ds.data:
         print(f"{point.ts.isoformat()}  {point.value:g}")
     print("  ".join(f"{k}={v:g}" for k, v in ds.summary.items()))

@@ -1,4 +1,9 @@
-"""``tblog local`` (the Tinybird-compatible server on chDB) and ``tblog demo``."""
+"""``tblog local`` (the Tinybird-compatible server on chDB) and ``tblog demo``.
+
+A data dir serves one server at a time: a second ``tblog local`` on it fails in one line
+with exit status 2, as does one whose saved tokens cannot be read.  The admin token is
+the one saved in the data dir (a new one on the first run) unless ``--token`` is given.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from pathlib import Path
 
 from tblog._version import __version__
 from tblog.cli.output import err
+from tblog.local.datadir import DataDirInUseError
+from tblog.local.tokens import TokenFileError
 
 __all__ = ["add_demo", "add_local"]
 
@@ -39,6 +46,8 @@ _LIMITS: tuple[tuple[str, type[float], float, str, str], ...] = (
      "connections served at once; more get a quick 503 (32)"),
 )  # fmt: skip
 _NONE_WHEN_ZERO = ("max_server_memory", "timeout")
+#: A data dir that cannot be served (tblog.local.datadir and .tokens define them).
+_DATA_DIR_ERRORS = (DataDirInUseError, TokenFileError)
 
 
 def _dest(flag: str) -> str:
@@ -48,7 +57,7 @@ def _dest(flag: str) -> str:
 
 def _needs_chdb(command: str, exc: ImportError) -> int:
     """Say that ``tblog command`` needs the local extra; the exit status (2)."""
-    err(f"tblog {command} needs chDB: pip install 'tblog[local]' ({exc})")
+    err(f"{command} needs chDB: pip install 'tblog[local]' ({exc})")
     return 2
 
 
@@ -56,9 +65,15 @@ def add_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("local", help="run a Tinybird-compatible API on embedded ClickHouse")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     p.add_argument("--port", type=int, default=7181, help="port (7181; 0 picks a free one)")
-    p.add_argument("--data-dir", default=".tblog-local", help="where the data lives")
+    p.add_argument(
+        "--data-dir", default=".tblog-local",
+        help="where the data and the tokens live (one tblog local at a time)",
+    )  # fmt: skip
     p.add_argument("--datasources", help="folder of .datasource files (tblog's by default)")
-    p.add_argument("--token", help="admin token to accept (default: a new random one)")
+    p.add_argument(
+        "--token",
+        help="admin token to accept (default: the one saved in --data-dir, else a new one)",
+    )
     p.add_argument("--rate-limit", type=int, help="answer 429 above N event requests/s")
     for flag, kind, default, _keyword, text in _LIMITS:
         p.add_argument(flag, type=kind, default=default, help=text)
@@ -103,6 +118,9 @@ def _run_local(args: argparse.Namespace) -> int:
         )
     except ImportError as exc:  # chDB is imported when the store opens
         return _needs_chdb("local", exc)
+    except _DATA_DIR_ERRORS as exc:  # another server holds it; its tokens file is broken
+        err(str(exc))
+        return 2
     except OSError as exc:
         err(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}")
         return 1
@@ -112,6 +130,7 @@ def _run_local(args: argparse.Namespace) -> int:
     print(f"  data dir:    {Path(args.data_dir).resolve()}")
     print(f"  datasources: {', '.join(sorted(server.store.datasources))}")
     print(f"  admin token: {server.admin_token}")
+    print(f"  web view:    {server.url}/ (give it a read token, or the admin token)")
     print(f"  try: export TB_HOST={server.url} TB_TOKEN={server.admin_token}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
@@ -146,3 +165,6 @@ def _run_demo(args: argparse.Namespace) -> int:
             return run_demo(args.events, args.threads, tmp)
     except ImportError as exc:  # chDB is imported when the local server opens its store
         return _needs_chdb("demo", exc)
+    except _DATA_DIR_ERRORS as exc:  # --keep DIR that a tblog local serves
+        err(str(exc))
+        return 2

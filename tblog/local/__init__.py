@@ -2,7 +2,8 @@
 
 ``datafile`` parses ``.datasource`` files, ``convert`` maps JSON rows to typed columns
 (or to quarantine reasons), ``store`` keeps the tables in chDB, ``tokens`` holds the
-access scopes, ``sqlguard`` decides which SQL may run and ``server`` speaks the HTTP API.
+access scopes (saved in the data dir), ``datadir`` locks the data dir to one server,
+``sqlguard`` decides which SQL may run and ``server`` speaks the HTTP API.
 chDB comes with the ``tblog[local]`` extra.
 """
 

@@ -10,6 +10,11 @@
 * ``GET /v0/datasources``: the datasources the token can see, with row counts (of the
   token's own rows when it has a row filter).
 * ``POST /v0/tokens`` (admin): create append/read tokens, optionally with a row filter.
+  Tokens are kept in the data dir (``tokens.json``, 0600): a restart accepts them, and
+  the same admin token unless ``admin_token`` is given.  One server per data dir: a
+  second one fails with ``tblog.local.datadir.DataDirInUseError``.
+* ``GET /`` (and ``/ui/app.js``, ``/ui/app.css``): the web view of ``tblog.ui``, static
+  files needing no token; the page reads through ``/v0/sql`` with the token it is given.
 
 Errors are JSON bodies ``{"error": "..."}`` as Tinybird sends them.  Tokens come from
 ``Authorization: Bearer`` or ``?token=`` and are never logged or echoed; nor are row filters.
@@ -67,7 +72,8 @@ from urllib.parse import parse_qs, urlsplit
 from tblog.local.datafile import DatafileError, Datasource, load_datasource
 from tblog.local.sqlguard import SqlRefusedError, verify_sql
 from tblog.local.store import QueryError, QueryLimits, Store
-from tblog.local.tokens import Token, TokenError, Tokens
+from tblog.local.tokens import TOKENS_FILE, Token, TokenError, Tokens
+from tblog.ui import ASSETS, Asset, asset
 
 try:
     import orjson as _orjson
@@ -249,8 +255,12 @@ class LocalServer:
         # Set by the server on every /v0/sql query (the query text cannot change them).
         self.store.limits = QueryLimits(query_timeout, query_max_memory, query_max_rows,
                                         query_max_bytes)  # fmt: skip
-        self.tokens = Tokens()
-        self.admin = self.tokens.add("admin token", ["ADMIN"], value=admin_token)
+        try:  # the tokens are kept in the data dir: a restart accepts the same ones
+            self.tokens = Tokens(self.store.data_dir / TOKENS_FILE)
+            self.admin = self.tokens.admin(admin_token)
+        except BaseException:
+            self.store.close()  # and with it the data dir's lock
+            raise
         self.max_line_bytes = max_line_bytes
         self.max_line_cost = MAX_LINE_COST
         self.max_request_bytes = max_request_bytes
@@ -274,7 +284,11 @@ class LocalServer:
                 self.store.register(load_datasource(path))
             except (DatafileError, QueryError) as exc:  # one bad file must not stop the rest
                 self.load_errors.append((path.name, str(exc)))
-        self._httpd = _Server((host, port), _make_handler(self), self)
+        try:
+            self._httpd = _Server((host, port), _make_handler(self), self)
+        except BaseException:
+            self.store.close()
+            raise
         self._thread: threading.Thread | None = None
 
     @property
@@ -558,6 +572,8 @@ class LocalServer:
             )
         except TokenError as exc:
             raise _HTTPError(400, str(exc)) from None
+        except OSError as exc:  # the data dir refused the tokens file: the token is not made
+            raise _HTTPError(500, f"cannot save the token ({exc.strerror or exc})") from None
         return 200, {"name": made.name, "token": made.value, "scopes": made.scopes(),
                      "filter": made.row_filter}  # fmt: skip
 
@@ -715,6 +731,15 @@ def _target_error(h: BaseHTTPRequestHandler) -> str | None:
     return None
 
 
+def _ui_asset(h: BaseHTTPRequestHandler, params: dict[str, list[str]]) -> tuple[int, Asset]:
+    """A file of the web view (no token needed: the page asks for one and sends it in
+    the Authorization header of its /v0/sql calls)."""
+    found = asset(urlsplit(h.path).path.rstrip("/") or "/")
+    if found is None:
+        raise _HTTPError(404, "no such page")
+    return 200, found
+
+
 def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
     routes = {
         ("POST", "/v0/events"): server.events,
@@ -722,6 +747,8 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
         ("POST", "/v0/sql"): server.sql,
         ("GET", "/v0/datasources"): server.list_datasources,
         ("POST", "/v0/tokens"): server.new_token,
+        # the web view (tblog.ui): its page at / and the page's script and stylesheet
+        **{("GET", path.rstrip("/")): _ui_asset for path in ASSETS},
     }
 
     class Handler(BaseHTTPRequestHandler):
@@ -766,7 +793,9 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self._answer(421, b'{"error": "this server does not answer to that Host name"}', {})
             elif origin is not None and origin in server.allowed_origins:
-                self._answer(204, b"", {
+                self._answer(204, b"", {  # a preflight without Allow-Origin fails anyway
+                    "Access-Control-Allow-Origin": origin,
+                    "Vary": "Origin",
                     "Access-Control-Allow-Methods": "GET, POST",
                     "Access-Control-Allow-Headers": "Authorization, Content-Type, "
                                                     "Content-Encoding",
@@ -811,6 +840,9 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                         self.close_connection = True
                         raise _HTTPError(429, "too many requests: rate limit exceeded")
                 status, body = route(self, params)
+                if isinstance(body, Asset):  # a file of the web view, with its own headers
+                    headers.update(body.headers)
+                    body = body.body
             except _HTTPError as exc:
                 status, body = exc.status, exc.body
                 if status >= 400 and (self.command == "POST" or status in (400, 411, 413)):
@@ -830,7 +862,9 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
         def _answer(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
             self.connection.settimeout(server.timeout)  # the read deadline is not the write's
             self.send_response(status)
-            ctype = "application/json" if payload[:1] in (b"{", b"[") else "text/plain"
+            ctype = headers.pop("Content-Type", "") or (
+                "application/json" if payload[:1] in (b"{", b"[") else "text/plain"
+            )
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(payload)))
             for key, value in headers.items():

@@ -1,5 +1,8 @@
 """The chDB side: one embedded ClickHouse session over a persistent data directory.
 
+The data directory is held (``tblog.local.datadir.DataDirLock``) from the ``Store``'s
+opening to its ``close()``: a second store on it fails with ``DataDirInUseError``.
+
 Owns the tables (one per datasource, plus ``<name>_quarantine``), typed batch inserts
 (``INSERT ... FORMAT JSONEachRow`` of at most 1 MiB each; when ClickHouse refuses one,
 halves are retried so only the offending rows go to quarantine), write-side row
@@ -26,6 +29,7 @@ from typing import Any
 
 from tblog._event.encode import dumps
 from tblog.local.convert import RowMapper, to_text
+from tblog.local.datadir import DataDirLock
 from tblog.local.datafile import _QUARANTINE_OWN, Column, Datasource, quote_identifier
 
 __all__ = ["READ_DATABASE", "IngestResult", "QueryError", "QueryLimits", "Store", "sql_string"]
@@ -167,6 +171,15 @@ class Store:
 
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # One server per data dir (DataDirInUseError otherwise), taken before chDB opens it.
+        self.dir_lock = DataDirLock(self.data_dir)
+        try:
+            self._open(chdb_session, max_server_memory)
+        except BaseException:
+            self.dir_lock.release()
+            raise
+
+    def _open(self, chdb_session: Any, max_server_memory: int | None) -> None:
         self.lock = threading.Lock()
         if max_server_memory is None:
             max_server_memory = default_server_memory()
@@ -203,6 +216,7 @@ class Store:
             if not self._read_shared:
                 self._read_session.close()
             self._session.close()
+        self.dir_lock.release()
 
     # -- raw access -------------------------------------------------------------------
 
