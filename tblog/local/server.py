@@ -52,6 +52,7 @@ Hostile clients are expected (the options are ``LocalServer`` arguments and CLI 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import ipaddress
 import json
@@ -117,6 +118,10 @@ _FORMAT_TAIL = re.compile(r"\bFORMAT\s+([A-Za-z]+)\s*;?\s*$", re.IGNORECASE)
 _ERROR_TAILS = (" In scope ", ": while executing", "(in query:")
 _ERROR_CODE = re.compile(r"\(([A-Z][A-Z0-9_]+)\)\s*$")
 _TOKEN_DB = re.compile(r"\btok_[0-9a-f]{16}\.?")
+
+
+PatternRoute = tuple[str, "re.Pattern[str]", Callable[..., tuple[int, Any]]]
+"""A route whose path holds names: (method, compiled pattern of the whole path, handler)."""
 
 
 class _HTTPError(Exception):
@@ -261,6 +266,9 @@ class LocalServer:
         except BaseException:
             self.store.close()  # and with it the data dir's lock
             raise
+        # Routes with names in their paths (``/v0/datasources/NAME``): (method, pattern,
+        # handler); the handler is called as ``handler(request, params, *groups)``.
+        self.pattern_routes: list[PatternRoute] = []
         self.max_line_bytes = max_line_bytes
         self.max_line_cost = MAX_LINE_COST
         self.max_request_bytes = max_request_bytes
@@ -740,6 +748,16 @@ def _ui_asset(h: BaseHTTPRequestHandler, params: dict[str, list[str]]) -> tuple[
     return 200, found
 
 
+_BODY_METHODS = ("POST", "PUT")  # the methods whose routes read a request body
+
+
+def _with_groups(
+    handler: Callable[..., tuple[int, Any]], groups: tuple[str, ...],
+    h: BaseHTTPRequestHandler, params: dict[str, list[str]],
+) -> tuple[int, Any]:  # fmt: skip
+    return handler(h, params, *groups)
+
+
 def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
     routes = {
         ("POST", "/v0/events"): server.events,
@@ -776,11 +794,19 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             self._dispatch()
 
+        def do_PUT(self) -> None:
+            self._dispatch()
+
+        def do_DELETE(self) -> None:
+            self._dispatch()
+
         def _unread_body(self) -> None:
             """Only POST routes read a body: any other body must not be taken for the next
             request on the connection (request smuggling), so the connection ends."""
             lengths = {v.strip() for v in self.headers.get_all("Content-Length") or []}
-            if self.command != "POST" and (lengths - {"0"} or "Transfer-Encoding" in self.headers):
+            if self.command not in _BODY_METHODS and (
+                lengths - {"0"} or "Transfer-Encoding" in self.headers
+            ):
                 self.close_connection = True
 
         def do_OPTIONS(self) -> None:  # a CORS preflight, for an allowed origin only
@@ -827,7 +853,13 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
         def _dispatch(self) -> None:
             parts = urlsplit(self.path)
             params = parse_qs(parts.query)
-            route = routes.get((self.command, parts.path.rstrip("/")))
+            path = parts.path.rstrip("/")
+            route = routes.get((self.command, path))
+            if route is None:
+                for method, pattern, handler in server.pattern_routes:
+                    if method == self.command and (match := pattern.fullmatch(path)):
+                        route = functools.partial(_with_groups, handler, match.groups())
+                        break
             headers: dict[str, str] = {}
             self._unread_body()
             try:
@@ -845,7 +877,7 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                     body = body.body
             except _HTTPError as exc:
                 status, body = exc.status, exc.body
-                if status >= 400 and (self.command == "POST" or status in (400, 411, 413)):
+                if status >= 400 and (self.command in _BODY_METHODS or status in (400, 411, 413)):
                     self.close_connection = True  # the body may be unread
             except TimeoutError:
                 status, body = 408, {"error": "the request took too long to arrive"}
