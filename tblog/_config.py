@@ -221,6 +221,33 @@ def options_from(options: Mapping[str, Any]) -> Options:
     return Options(**values)
 
 
+#: Options only the log producers (the logging handlers, structlog's ``TinybirdProcessor``)
+#: honour: they need a record's logger, level and trace, or a log channel's drop report.
+LOG_ONLY_OPTIONS = (
+    "sample", "dedup_limit", "dedup_window", "keep_trace_on_error", "trace_hold_seconds",
+    "trace_hold_max", "trace_hold_max_events", "trace_hold_max_bytes", "client_reports_interval",
+    "static_fields",
+)  # fmt: skip
+
+
+def row_options(producer: str, options: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``options`` of a producer of plain rows, refusing those it would ignore (by name).
+
+    Its rows have no logger, level or trace to sample, collapse or hold, and its drops are
+    not reported to ``tblog_client_reports``: such an option is a ``TypeError``, never
+    accepted and ignored.
+    """
+    refused = [name for name in LOG_ONLY_OPTIONS if name in options]
+    if refused:
+        raise TypeError(
+            f"{producer} does not take {', '.join(map(repr, refused))}: sampling, dedup, "
+            "keep_trace_on_error, drop reports and static_fields are options of the logging "
+            "handlers and the structlog TinybirdProcessor (a row carries the fields it is "
+            f"given); {producer} counts its drops in stats()"
+        )
+    return options
+
+
 def resolve_api_url(api_url: str | None) -> str:
     """Return ``api_url``, else ``$TB_API_URL``, else ``$TB_HOST``, else Tinybird's default host.
 

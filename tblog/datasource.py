@@ -38,7 +38,7 @@ import requests
 
 from tblog import _diag
 from tblog._closing import AsyncClosing, Closing
-from tblog._config import Options, resolve_api_url, resolve_token
+from tblog._config import Options, resolve_api_url, resolve_token, row_options
 from tblog._delivery.retry import retry_delay
 from tblog._delivery.transport import RETRYABLE_STATUS, parse_retry_after
 from tblog._event.redact import build_redactor
@@ -83,7 +83,10 @@ class Datasource(RowProducer, Closing):
             token=token,
             datasource=datasource_name,
             options=Options(
-                batch_size=batch_size, flush_interval=flush_interval, wait=wait, **options
+                batch_size=batch_size,
+                flush_interval=flush_interval,
+                wait=wait,
+                **row_options("Datasource", options),
             ),
             label=f"datasource:{datasource_name}",
             option_name="datasource_name",

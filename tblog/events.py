@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tblog._closing import Closing
-from tblog._config import Options
+from tblog._config import Options, row_options
 from tblog._event.redact import build_redactor
 from tblog._event.rows import RowChannel, RowProducer, json_text
 from tblog._event.tb_logs import iso_utc, new_event_id
@@ -61,7 +61,11 @@ class Tracker(RowProducer, Closing):
             api_url=api_url,
             token=token,
             datasource=datasource,
-            options=Options(batch_size=flush_batch_size, flush_interval=flush_interval, **options),
+            options=Options(
+                batch_size=flush_batch_size,
+                flush_interval=flush_interval,
+                **row_options("Tracker", options),
+            ),
             label=f"events:{datasource}",
         )
         self.datasource = datasource

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tblog import _diag
-from tblog._config import Options
+from tblog._config import Options, row_options
 from tblog._event.encode import jsonable, to_text
 from tblog._event.redact import build_redactor
 from tblog._event.rows import RowChannel, RowProducer, text_or_empty
@@ -129,7 +129,7 @@ class TinybirdLitellmHandler(RowProducer, CustomLogger):
             api_url=api_url,
             token=tinybird_token,
             datasource=datasource_name,
-            options=Options(**options),
+            options=Options(**row_options(type(self).__name__, options)),
             label=f"litellm:{datasource_name}",
             option_name="datasource_name",
         )

@@ -30,7 +30,7 @@ from typing import Any
 
 from tblog import _diag, context
 from tblog._closing import Closing
-from tblog._config import Options, resolve_api_url
+from tblog._config import Options, resolve_api_url, row_options
 from tblog._event.encode import to_text
 from tblog._event.redact import build_redactor
 from tblog._event.rows import RowChannel, json_text
@@ -249,7 +249,7 @@ class TraceRecorder(Closing):
         self.datasource = datasource
         self.project_id = self._check_project(project_id)
         self.environment = self._check_environment(environment)
-        self._options = Options(**options)
+        self._options = Options(**row_options("TraceRecorder", options))
         opts = self._options
         self._redactor = build_redactor(opts.redact, opts.redact_keys, opts.redact_patterns)
         self._lock = threading.Lock()

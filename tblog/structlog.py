@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from tblog import _config, _diag, context
+from tblog._delivery import reports as _reports
 from tblog._delivery.channel import Channel
 from tblog._delivery.sender import (
     SHUTDOWN_TIMEOUT,
@@ -50,6 +51,7 @@ from tblog._event.gate import RATE_KEY, Gate
 from tblog._event.redact import build_redactor
 from tblog._event.snapshot import CTX_ATTR, ExcInfo, exc_of, extras_of
 from tblog._event.tb_logs import iso_utc
+from tblog._event.tracekeep import TraceKeep
 
 try:
     import structlog as _structlog
@@ -133,7 +135,10 @@ class TinybirdProcessor:
     takes the delivery options of ``TinybirdLoggingHandler`` (``batch_size``,
     ``flush_interval``, ``max_buffer_size``, ``drop_policy``, ``gzip``, ``wait``,
     ``static_fields``, ``environment``, ``ignore_loggers``, ...), plus ``level``:
-    events below it are passed on but not shipped.
+    events below it are passed on but not shipped.  Sampling and dedup (``sample``,
+    ``dedup_*``), the trace hold (``keep_trace_on_error``, ``trace_hold_*``) and drop
+    reports (``client_reports_interval``) work as the handler's, with the same
+    ``stats()`` keys.
     """
 
     def __init__(
@@ -188,6 +193,22 @@ class TinybirdProcessor:
                 dedup_window=opts.dedup_window,
                 ship=self._ship_summary,
             )
+        # trace-aware keep (tblog._event.tracekeep), as the handler's: None unless
+        # keep_trace_on_error.  TraceKeep reads a trace id and a level from what it is given:
+        # a held structlog snapshot goes wrapped (under ``_HELD``), unwrapped to ship.
+        self._hold: TraceKeep | None = None
+        if opts.keep_trace_on_error:
+            put = self._channel.put
+            self._hold = TraceKeep(
+                lambda held, size, pid: put(held[_HELD], size, pid),
+                self._channel.count_drop,
+                hold_seconds=opts.trace_hold_seconds,
+                hold_max=opts.trace_hold_max,
+                max_events=opts.trace_hold_max_events,
+                max_bytes=opts.trace_hold_max_bytes,
+            )
+        # drop reports (tblog._delivery.reports) unless client_reports_interval=0
+        _reports.watch(self._channel, app_name=self.app_name, environment=self.environment)
 
     def __repr__(self) -> str:
         return (
@@ -263,6 +284,11 @@ class TinybirdProcessor:
         size = 400 + 64 * len(fields)  # == _snap_size(snap), which the sender subtracts
         if exc is not None:
             size += len(exc.stacktrace)
+        hold = self._hold
+        if hold is not None and ctx[0]:
+            level_no = _level_of(fields, method_name, attrs)[1]
+            if hold({"exc_text": (ctx[0],), "levelno": level_no, _HELD: snap}, size, pid):
+                return
         self._channel.put(snap, size, pid)
 
     @staticmethod
@@ -448,8 +474,11 @@ class TinybirdProcessor:
         """Deliver what this processor buffered before the call; True when all of it arrived.
 
         Without an argument it waits at most ``shutdown_timeout`` seconds; ``flush(None)``
-        waits without a limit.
+        waits without a limit.  Events held by ``keep_trace_on_error`` wait for their
+        trace's error (or their ``trace_hold_seconds``): they are not part of it.
         """
+        if self._hold is not None:
+            self._hold.expire()
         self._drain()
         return self._sender.flush(timeout, [self._channel])
 
@@ -459,9 +488,16 @@ class TinybirdProcessor:
             return
         self._drain()
         self._closed = True
-        if not holds_logging_lock():
+        if self._hold is not None:  # their traces logged no error while it lived
+            self._hold.discard(close=True)
+        locked = holds_logging_lock()
+        if not locked:
             self._sender.flush(self._sender.close_timeout(self._channel), [self._channel])
         self._channel.closed = True
+        # its last drop report (tblog._delivery.reports), delivered like its events
+        _reports.reporter.report_final(
+            self._channel, 0.0 if locked else self._sender.close_timeout(self._channel)
+        )
 
     def stats(self) -> dict[str, Any]:
         """Counters: enqueued, sent, batches, bytes, drops by reason, ignored, filtered, and
@@ -470,6 +506,7 @@ class TinybirdProcessor:
         stats["ignored"] = self.ignored
         stats["filtered"] = self.filtered
         stats["duplicates"] = self.duplicates
+        stats["trace_held"] = self._hold.held if self._hold is not None else 0
         gate = self._gate
         stats["sampled"] = gate.sampled if gate is not None else 0
         stats["collapsed"] = gate.collapsed if gate is not None else 0
@@ -480,6 +517,8 @@ class TinybirdProcessor:
 
 #: Records remembered for ``_seen_before``.
 _RECENT_MAX = 256
+#: The key of a held snapshot in what ``TinybirdProcessor`` gives its ``TraceKeep``.
+_HELD = "_tblog_snap"
 _REMOVE_META = getattr(
     getattr(_structlog.stdlib, "ProcessorFormatter", None), "remove_processors_meta", None
 )

@@ -358,7 +358,8 @@ class EventBuilder:
         an earlier handler formatted it), ``args`` and ``stack_info`` when set, and in
         ``extra`` every other public attribute of the record (``msg``, ``levelno``,
         ``exc_text``, ``taskName``..., and the empty ``args``/``exc_info``/``stack_info``).
-        tblog adds its bound fields and trace ids to ``extra``, ``static_fields`` in front.
+        tblog adds its bound fields, trace ids and a sampled record's ``sample_rate``
+        (that layout has no column for it) to ``extra``, ``static_fields`` in front.
         """
         a = snap
         message = snap_message(a)
@@ -397,6 +398,9 @@ class EventBuilder:
             extra.setdefault("trace_id", trace_id)
         if span_id:
             extra.setdefault("span_id", span_id)
+        rate = a.get(RATE_KEY)
+        if rate is not None:  # kept by sampling: the SDK's layout has no sample_rate column
+            extra["sample_rate"] = rate
         if extra:
             event["extra"] = extra
         formatted = self.formatted_message(snap)
