@@ -70,7 +70,25 @@ TB_VENV := .venv-tinybird
 
 $(TB_VENV)/.ok: Makefile
 	$(PYTHON) -m venv $(TB_VENV)
-	$(TB_VENV)/bin/python -m pip --disable-pip-version-check -q install 'tinybird-cli>=6.5'
+	$(TB_VENV)/bin/python -m pip --disable-pip-version-check -q install 'tinybird-cli==6.5.5'
+	touch $@
+
+# Tinybird's Forward CLI (`tinybird`: `tb --local`), for tests/test_tb_forward.py; a venv of
+# its own too (it pins click, requests and more, and installs a `tb` of its own).
+TB_FORWARD_VENV := .venv-tinybird-forward
+
+$(TB_FORWARD_VENV)/.ok: Makefile
+	$(PYTHON) -m venv $(TB_FORWARD_VENV)
+	$(TB_FORWARD_VENV)/bin/python -m pip --disable-pip-version-check -q install 'tinybird==5.0.3'
+	touch $@
+
+# Tinybird's Python SDK (`tinybird-sdk`), for tests/test_tb_sdk.py; a venv of its own (it
+# installs the `tinybird` package, which pins its own click and requests).
+TB_SDK_VENV := .venv-tinybird-sdk
+
+$(TB_SDK_VENV)/.ok: Makefile
+	$(PYTHON) -m venv $(TB_SDK_VENV)
+	$(TB_SDK_VENV)/bin/python -m pip --disable-pip-version-check -q install 'tinybird-sdk==0.4.0'
 	touch $@
 
 # Debian's chromium, for the web view's tests (tests/test_ui_browser.py drive it with
@@ -78,7 +96,7 @@ $(TB_VENV)/.ok: Makefile
 chromium:
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
-pytest: $(VENV)/.test $(TB_VENV)/.ok chromium
+pytest: $(VENV)/.test $(TB_VENV)/.ok $(TB_FORWARD_VENV)/.ok $(TB_SDK_VENV)/.ok chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Each minor of PYTHONS must resolve to a working interpreter of that very minor.
@@ -104,7 +122,8 @@ $(VENV)-%/.test: pyproject.toml | $(VENV)-%/bin/python
 
 # make pytest-3.X: the suite on 3.X only.
 define _pytest_on
-pytest-$(1): $(call venv_for,$(1))/.test $(TB_VENV)/.ok chromium
+pytest-$(1): $(call venv_for,$(1))/.test $(TB_VENV)/.ok $(TB_FORWARD_VENV)/.ok \
+             $(TB_SDK_VENV)/.ok chromium
 	$(call venv_for,$(1))/bin/python -m pytest $$(PYTEST_ARGS)
 .PHONY: pytest-$(1)
 endef
@@ -112,7 +131,8 @@ $(foreach m,$(SUPPORTED),$(eval $(call _pytest_on,$(m))))
 
 # One Python after another (timing-sensitive tests; CI has 2 cores); all run, then any
 # failure fails the target, naming the Pythons that failed.  pytest's "no tests" (5) fails too.
-pytest-all: pythons $(foreach m,$(PYTHONS),$(call venv_for,$(m))/.test) $(TB_VENV)/.ok chromium
+pytest-all: pythons $(foreach m,$(PYTHONS),$(call venv_for,$(m))/.test) $(TB_VENV)/.ok \
+            $(TB_FORWARD_VENV)/.ok $(TB_SDK_VENV)/.ok chromium
 	@failed=; for pair in $(foreach m,$(PYTHONS),$(m)=$(call venv_for,$(m))); do \
 	  m=$${pair%%=*}; venv=$${pair#*=}; \
 	  echo "=== pytest on CPython $$m ($$venv: $$($$venv/bin/python -c 'import platform; print(platform.python_version())'))"; \
@@ -129,4 +149,4 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(foreach m,$(SUPPORTED),$(VENV)-$(m)) $(TB_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .cache
+	rm -rf $(VENV) $(foreach m,$(SUPPORTED),$(VENV)-$(m)) $(TB_VENV) $(TB_FORWARD_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .cache

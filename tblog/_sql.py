@@ -7,7 +7,8 @@ is refused.  ``SqlClient`` sends queries with the token in the ``Authorization``
 header only (its session comes from ``tblog._http``: no ``.netrc`` entry replaces it),
 by GET while the URL stays short and by POST (form body) otherwise; a query (a read)
 is sent again on a 429, a 503 or a network error, after the wait the server asked for
-or a backoff, within ``tblog._delivery.foreground``'s bounds.
+or a backoff, within ``tblog._delivery.foreground``'s bounds.  ``pipe_rows`` reads a pipe
+endpoint the same way (``QueryClient`` calls tblog's shipped pipes with it).
 """
 
 from __future__ import annotations
@@ -178,4 +179,33 @@ class SqlClient:
 
     def rows(self, query: str) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = self.sql(query).get("data", [])
+        return data
+
+    def pipe_rows(self, name: str, params: dict[str, str]) -> list[dict[str, Any]] | None:
+        """The rows of pipe ``name``'s endpoint (``GET /v0/pipes/NAME.json``, ``params`` in
+        the query string: the server binds them as typed literals); None when the pipe is
+        not there (404) or the token may not call it (403), so that the caller can run
+        the same query as SQL.  Other errors are a ``QueryFailedError``; retries as for SQL.
+        """
+        url = f"{self.api_url}/v0/pipes/{identifier(name)}.json"
+
+        def send() -> requests.Response:
+            return self._session.get(url, params=params, headers=self._headers,
+                                     timeout=self.timeout)  # fmt: skip
+
+        try:
+            response = foreground.call(send, idempotent=True, what="the Pipes API")
+        except requests.RequestException as exc:
+            raise QueryFailedError(f"the Pipes API is unreachable ({type(exc).__name__})") from None
+        if response.status_code in (403, 404):
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            detail = str(body.get("error", "")) if isinstance(body, dict) else response.text[:500]
+            message = f"the pipe {name} answered {response.status_code}: {detail}"
+            raise QueryFailedError(message.replace(self._token, "***"), response.status_code)
+        data: list[dict[str, Any]] = body.get("data", [])
         return data

@@ -5,6 +5,12 @@ columns.  Every user value becomes SQL only as an escaped literal (``tblog._sql`
 times go through epoch microseconds so the server's time zone never matters.  The
 tail follows new rows with a ``(timestamp, event_id)`` cursor plus an optional
 look-back window for rows that arrive late, de-duplicated by ``event_id``.
+
+``recent_errors``, ``trace`` and ``level_counts`` call tblog's shipped pipes
+(``tblog/pipes/*.pipe``: ``tblog local`` serves them; ``tb push`` them to Tinybird) so
+that a ``PIPES:READ`` token is enough; when the pipe is missing (404) or the token may not
+call it (403), or ``ds_name`` is not ``tb_logs``, they run the same query through the SQL
+API instead (a miss is remembered for the client's life).
 """
 
 # SQL is built from fixed text, checked names and tblog._sql literals only (S608); the
@@ -153,6 +159,11 @@ def _where(parts: list[str]) -> str:
     return ("WHERE " + " AND ".join(parts)) if parts else ""
 
 
+def _pipe_time(ts: datetime | float) -> str:
+    """A time as the shipped pipes take it: UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    return _dt(to_us(ts)).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 class QueryClient(Closing):
     """Queries over a logs datasource (``tb_logs`` by default) through the SQL API.
 
@@ -169,6 +180,7 @@ class QueryClient(Closing):
     ) -> None:
         self.ds_name = identifier(ds_name)
         self._sql = SqlClient(token, api_url, timeout)
+        self._no_pipes: set[str] = set()  # shipped pipes found missing (or out of scope)
 
     def __repr__(self) -> str:
         return f"QueryClient(api_url={self._sql.api_url!r}, ds_name={self.ds_name!r})"
@@ -255,6 +267,92 @@ class QueryClient(Closing):
         return AggregatedStats(
             timeseries, tops[0], tops[1], total, errors, errors / total if total else 0.0
         )
+
+    # -- through the shipped pipes (tblog/pipes/*.pipe), else the SQL API -----------------
+
+    def _pipe(self, name: str, params: dict[str, str]) -> list[dict[str, Any]] | None:
+        """Rows of a shipped pipe; None when it is missing, the token may not call it
+        (the caller then runs the same query as SQL) or ``ds_name`` is not ``tb_logs``."""
+        if self.ds_name != "tb_logs" or name in self._no_pipes:
+            return None
+        rows = self._sql.pipe_rows(name, params)
+        if rows is None:
+            self._no_pipes.add(name)
+        return rows
+
+    def recent_errors(
+        self,
+        app: str | None = None,
+        since: datetime | float | None = None,
+        limit: int = 100,
+        *,
+        min_level: str = "ERROR",
+    ) -> list[LogEntry]:
+        """The newest logs at ``min_level`` and above, newest first (pipe ``recent_errors``)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit < 2**31:
+            raise ValueError("limit must be an int >= 0")
+        level_no = _LEVELS.get(min_level.upper())
+        if level_no is None:
+            raise ValueError(f"unknown level {min_level!r}")
+        params = {"min_level_no": str(level_no), "limit": str(limit)}
+        if app is not None:
+            params["app"] = app
+        if since is not None:
+            params["since"] = _pipe_time(since)
+        rows = self._pipe("recent_errors", params)
+        if rows is None:
+            where = _where(_filters(app=app, from_time=since, min_level=min_level))
+            rows = self._sql.rows(
+                f"SELECT {_SELECT} FROM {self.ds_name} {where} "
+                f"ORDER BY timestamp DESC, event_id DESC LIMIT {limit}"
+            )
+        return [LogEntry.from_row(r) for r in rows]
+
+    def trace(self, trace_id: str, limit: int = 10_000) -> list[LogEntry]:
+        """The logs of one trace, oldest first, at most ``limit`` (pipe ``trace_rows``)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit < 2**31:
+            raise ValueError("limit must be an int >= 0")
+        rows = self._pipe("trace_rows", {"trace_id": trace_id, "limit": str(limit)})
+        if rows is None:
+            rows = self._sql.rows(
+                f"SELECT {_SELECT} FROM {self.ds_name} WHERE trace_id = {string(trace_id)} "
+                f"ORDER BY timestamp, event_id LIMIT {limit}"
+            )
+        return [LogEntry.from_row(r) for r in rows]
+
+    def level_counts(
+        self,
+        from_time: datetime | float | None = None,
+        to_time: datetime | float | None = None,
+        interval: str = "1h",
+        app: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Counts per ``interval`` bucket (aligned on the UTC epoch) and level in
+        ``[from_time, to_time)``, as ``get_aggregated_stats().timeseries`` gives them:
+        ``{"bucket": datetime, "total": n, "by_level": {level: n}}`` (pipe ``level_counts``)."""
+        step = parse_interval(interval)
+        params = {"step_seconds": str(step // 1_000_000)}
+        if from_time is not None:
+            params["from_time"] = _pipe_time(from_time)
+        if to_time is not None:
+            params["to_time"] = _pipe_time(to_time)
+        if app is not None:
+            params["app"] = app
+        rows = self._pipe("level_counts", params)
+        if rows is None:
+            where = _where(_filters(app=app, from_time=from_time, to_time=to_time))
+            rows = self._sql.rows(
+                f"SELECT toString(intDiv(toUnixTimestamp64Micro(timestamp), {step}) * {step}) "
+                f"AS bucket_us, level, count() AS n FROM {self.ds_name} {where} "
+                "GROUP BY bucket_us, level ORDER BY bucket_us, level"
+            )
+        series: dict[int, dict[str, int]] = {}
+        for row in rows:
+            series.setdefault(int(row["bucket_us"]), {})[str(row["level"])] = int(row["n"])
+        return [
+            {"bucket": _dt(b), "total": sum(levels.values()), "by_level": levels}
+            for b, levels in sorted(series.items())
+        ]
 
     def tail(
         self,

@@ -182,7 +182,7 @@ def test_a_dropped_keep_alive_connection_is_not_a_failure(
         (400, "not retried"),
         (401, "DATASOURCE:APPEND"),
         (403, "DATASOURCE:APPEND"),
-        (404, "api.us-east.tinybird.co"),
+        (404, "has no datasource 'tb_logs'"),  # a tinybird.co host: tests/test_404_hint.py
     ],
 )
 def test_refused_batches_are_dropped_counted_and_explained_once(

@@ -185,7 +185,9 @@ def _child(
     return done.returncode, done.stderr.splitlines()
 
 
-@pytest.mark.parametrize(("status", "hint"), [(401, "APPEND"), (403, "APPEND"), (404, "region")])
+@pytest.mark.parametrize(
+    ("status", "hint"), [(401, "APPEND"), (403, "APPEND"), (404, "check api_url")]
+)
 def test_a_permanent_refusal_is_told_once_on_stderr(
     events_api: EventsAPI, status: int, hint: str
 ) -> None:

@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -42,6 +43,14 @@ REGION_HOSTS = (
     "https://api.us-east-1.aws.tinybird.co",
     "https://api.us-west-2.aws.tinybird.co",
 )
+
+
+def _tinybird_host(api_url: str) -> bool:
+    """Whether ``api_url`` is one of Tinybird's hosts (``*.tinybird.co``), where a 404 for a
+    datasource usually means a workspace in another region."""
+    host = (urlsplit(api_url).hostname or "").rstrip(".").lower()
+    return host == "tinybird.co" or host.endswith(".tinybird.co")
+
 
 OK, RETRY, SPLIT, DROP = "ok", "retry", "split", "drop"
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -463,10 +472,15 @@ def classify(response: requests.Response, datasource: str, api_url: str, token: 
         result.error = f"HTTP 413 from {datasource}: {text}"
         return result
     error = f"HTTP {status} from datasource {datasource!r}: {text}"
-    if status == 404:
+    if status == 404 and _tinybird_host(api_url):
         error += (
             f" (a 404 usually means the workspace lives in another region than {api_url}; "
             f"region hosts: {', '.join(REGION_HOSTS)})"
+        )
+    elif status == 404:  # tblog local, Tinybird Local or a proxy: no region would help
+        error += (
+            f" (the server at {api_url} has no datasource {datasource!r} to append to: "
+            "check api_url and the datasource name)"
         )
     elif status in (401, 403):
         error += " (check that the token has DATASOURCE:APPEND scope on this datasource)"

@@ -18,6 +18,7 @@ __all__ = [
     "Column",
     "DatafileError",
     "Datasource",
+    "datasource_from_params",
     "load_datasource",
     "load_directory",
     "parse_datasource",
@@ -406,6 +407,39 @@ def parse_datasource(text: str, name: str) -> Datasource:
         tokens=tuple(tokens),
         source=text,
     )
+
+
+#: A datasource name the Data Sources API accepts (as Tinybird's: letters, digits, ``_``).
+DATASOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+
+
+def datasource_from_params(name: str, params: dict[str, str]) -> Datasource:
+    """The datasource that ``POST /v0/datasources?name=NAME&schema=...`` describes, in
+    Tinybird's parameters: ``schema`` (columns as in a SCHEMA block, with ``json:``
+    paths), ``engine``, ``engine_*`` (``engine_sorting_key``, ``engine_ttl``...),
+    ``description``, ``indexes``.  Rendered as a ``.datasource`` text (kept as
+    ``source``) and parsed by ``parse_datasource``: the same rules as a file."""
+    if not DATASOURCE_NAME.fullmatch(name) or name.endswith("_quarantine"):
+        raise DatafileError(f"invalid datasource name {name!r}: use letters, digits and "
+                            "_, not ending in _quarantine")  # fmt: skip
+    schema = params.get("schema", "")
+    if not schema.strip():
+        raise DatafileError("a schema is required: schema=`col` Type `json:$.col`, ...")
+    columns = _split_top(_strip_comments(schema))
+    lines: list[str] = []
+    description = params.get("description", "").strip()
+    if description:
+        lines += ["DESCRIPTION >", *(f"    {line}" for line in description.splitlines()), ""]
+    lines += ["SCHEMA >", ",\n".join(f"    {' '.join(c.split())}" for c in columns), ""]
+    if params.get("indexes", "").strip():
+        lines += ["INDEXES >", *(f"    {line.strip()}" for line in
+                                 params["indexes"].splitlines() if line.strip()), ""]  # fmt: skip
+    lines.append(f'ENGINE "{_unquote(params.get("engine") or "MergeTree")}"')
+    for key in sorted(params):
+        value = " ".join(params[key].split())
+        if key.startswith("engine_") and value and _NAME.fullmatch(key):
+            lines.append(f"{key.upper()} {value}")
+    return parse_datasource("\n".join(lines) + "\n", name)
 
 
 def load_datasource(path: str | Path) -> Datasource:

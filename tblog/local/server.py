@@ -9,7 +9,13 @@
 * ``GET|POST /v0/sql?q=...``: read-only SQL (SELECT, WITH, DESCRIBE).
 * ``GET /v0/datasources``: the datasources the token can see, with row counts (of the
   token's own rows when it has a row filter).
-* ``POST /v0/tokens`` (admin): create append/read tokens, optionally with a row filter.
+* ``POST /v0/tokens`` (admin): create tokens (Tinybird's scopes, see ``tokens``) from a
+  form/query string or a JSON body (``tokens.json_request``), optionally with a row
+  filter and an ``expiration_time``.
+* ``GET /v0/workspace``, ``GET /v0/tokens[/NAME]``: see ``workspace_api``; the rest of
+  the Data Sources API (``/v0/datasources/NAME``, create, append, truncate, delete,
+  ``/v1/datasources/NAME/append``): see ``datasources_api``; ``GET /v0/jobs[/ID]`` (the
+  jobs those hand out): see ``jobs_api``.
   Tokens are kept in the data dir (``tokens.json``, 0600): a restart accepts them, and
   the same admin token unless ``admin_token`` is given.  One server per data dir: a
   second one fails with ``tblog.local.datadir.DataDirInUseError``.
@@ -70,10 +76,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tblog.local import compat_api, datasources_api, jobs_api, pipes_api, workspace_api
 from tblog.local.datafile import DatafileError, Datasource, load_datasource
 from tblog.local.sqlguard import SqlRefusedError, verify_sql
 from tblog.local.store import QueryError, QueryLimits, Store
-from tblog.local.tokens import TOKENS_FILE, Token, TokenError, Tokens
+from tblog.local.tokens import TOKENS_FILE, Token, TokenError, Tokens, json_request
 from tblog.ui import ASSETS, Asset, asset
 
 try:
@@ -156,6 +163,24 @@ def _client_error(message: str) -> str:
     code = _ERROR_CODE.search(message[cut:])
     text = message[:cut].rstrip(" .:;,")
     return _TOKEN_DB.sub("", text + (f". ({code.group(1)})" if code else ""))
+
+
+#: CORS, for an allowed origin: the methods a page may use (a preflight names one) and the
+#: answer headers it may read (rate limits, as Tinybird's Events API sends them).
+_CORS_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+_CORS_EXPOSED = "Retry-After, X-Ratelimit-Limit, X-Ratelimit-Remaining, X-Ratelimit-Reset"
+_FORM_BODY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _sql_form(content_type: str | None, body: str) -> dict[str, list[str]]:
+    """The parameters of a ``/v0/sql`` POST body: a form for a form Content-Type (and, with
+    none, for a body that reads as one with a ``q``); any other type's body is the query
+    (a ``text/plain`` query holding ``&q=`` stays a query)."""
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if ctype not in ("application/x-www-form-urlencoded", "") or not _FORM_BODY.match(body):
+        return {}
+    form = parse_qs(body)
+    return form if "q" in form else {}
 
 
 def _parse_cost(line: bytes) -> int:
@@ -269,6 +294,8 @@ class LocalServer:
         # Routes with names in their paths (``/v0/datasources/NAME``): (method, pattern,
         # handler); the handler is called as ``handler(request, params, *groups)``.
         self.pattern_routes: list[PatternRoute] = []
+        self.pattern_routes += compat_api.routes(self)  # GET /tokens for `tb --local`
+        self.pattern_routes += workspace_api.routes(self)  # /v0/workspace, /v0/tokens
         self.max_line_bytes = max_line_bytes
         self.max_line_cost = MAX_LINE_COST
         self.max_request_bytes = max_request_bytes
@@ -292,6 +319,10 @@ class LocalServer:
                 self.store.register(load_datasource(path))
             except (DatafileError, QueryError) as exc:  # one bad file must not stop the rest
                 self.load_errors.append((path.name, str(exc)))
+        self.pattern_routes += datasources_api.routes(self)  # + those made through the API
+        self.pipes = pipes_api.PipesApi(self)  # /v0/pipes; loads tblog/pipes/*.pipe
+        self.pattern_routes += self.pipes.routes()
+        self.pattern_routes += jobs_api.routes(self)  # /v0/jobs[/ID]: the API's jobs
         try:
             self._httpd = _Server((host, port), _make_handler(self), self)
         except BaseException:
@@ -369,8 +400,10 @@ class LocalServer:
         name = (params.get("name") or [""])[0]
         if not name:
             raise _HTTPError(400, "the name parameter is required: /v0/events?name=<datasource>")
-        if name not in self.store.datasources:
-            raise _HTTPError(404, f"datasource '{name}' not found")
+        if name not in self.store.datasources:  # no schema inference: see datasources_api
+            raise _HTTPError(404, f"datasource '{name}' not found: tblog local does not infer "
+                                  "a schema from events; create it first (a .datasource file, "
+                                  "or POST /v0/datasources?name=...&schema=...)")  # fmt: skip
         if not token.can_append(name):
             raise _HTTPError(403, f"the token has no DATASOURCES:APPEND scope on '{name}'")
         ctype = h.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
@@ -506,9 +539,14 @@ class LocalServer:
             if length > MAX_REQUEST_BYTES:
                 raise _HTTPError(413, "the query is too long")
             body = h.rfile.read(length).decode("utf-8", "replace")
+            form = _sql_form(h.headers.get("Content-Type"), body)
+            for key, values in form.items():  # the URL's parameters win
+                params.setdefault(key, values)
             if not query:
-                form = parse_qs(body) if "=" in body.split("\n", 1)[0] else {}
                 query = (form.get("q") or [body])[0]
+        quote = (params.get("output_format_json_quote_64bit_integers") or ["0"])[0].strip()
+        if quote not in ("0", "1"):
+            raise _HTTPError(400, "output_format_json_quote_64bit_integers must be 0 or 1")
         if not query.strip():
             raise _HTTPError(400, "the q parameter is required: /v0/sql?q=SELECT ...")
         fmt = "JSON"
@@ -531,7 +569,7 @@ class LocalServer:
         if not token.admin:
             self.store.token_database(token.value, readable)
         try:
-            return 200, self.store.query(verified.sql, fmt)
+            return 200, self.store.query(verified.sql, fmt, quote_64bit=quote == "1")
         except QueryError as exc:
             raise _HTTPError(400, f"[Error] {_client_error(str(exc))}") from None
 
@@ -540,6 +578,7 @@ class LocalServer:
     ) -> tuple[int, Any]:
         token = self.authenticate(h, params)
         counts = self.store.row_counts()
+        times = self.store.table_times()  # Tinybird's created_at/updated_at
         out = []
         for name, ds in sorted(self.store.datasources.items()):
             if not (token.can_read(name) or token.can_append(name)):
@@ -551,15 +590,9 @@ class LocalServer:
                 rows = self.store.filtered_row_count(name, token.row_filter)
                 quarantined = self.store.filtered_row_count(f"{name}_quarantine", token.row_filter)
                 size = None
-            out.append({
-                "name": name,
-                "description": ds.description,
-                "engine": {"engine": ds.engine, **ds.engine_args},
-                "columns": [{"name": c.name, "type": c.type, "jsonpath": c.jsonpath,
-                             "default_value": c.default_expr} for c in ds.columns],
-                "statistics": {"row_count": rows, "bytes": size},
-                "quarantine_rows": quarantined,
-            })  # fmt: skip
+            described = datasources_api.describe(self, name, ds, rows=rows, size=size,
+                                                 quarantined=quarantined, times=times)  # fmt: skip
+            out.append(described)
         return 200, {"datasources": out}
 
     def new_token(self, h: BaseHTTPRequestHandler, params: dict[str, list[str]]) -> tuple[int, Any]:
@@ -569,21 +602,33 @@ class LocalServer:
         length = _content_length(h) or 0
         if length > 65536:
             raise _HTTPError(413, "the token request is over 64 KiB")
-        if length:
-            for key, values in parse_qs(h.rfile.read(length).decode("utf-8", "replace")).items():
-                params.setdefault(key, []).extend(values)
+        raw = h.rfile.read(length) if length else b""
+        ctype = h.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         try:
-            made = self.tokens.add(
-                (params.get("name") or ["token"])[0],
-                params.get("scope") or [],
-                row_filter=(params.get("filter") or [""])[0],
-            )
+            if ctype == "application/json":  # tinybird-sdk's JSON body (see tokens.json_request)
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    raise TokenError("the token request is not valid JSON") from None
+                name, scopes, row_filter, description = json_request(body)
+            else:  # a form body and the query string (Tinybird's classic form)
+                for key, values in parse_qs(raw.decode("utf-8", "replace")).items():
+                    params.setdefault(key, []).extend(values)
+                name, scopes = (params.get("name") or ["token"])[0], params.get("scope") or []
+                row_filter = (params.get("filter") or [""])[0]
+                description = (params.get("description") or [""])[0]
+            expires = (params.get("expiration_time") or [""])[0].strip()
+            if expires and not expires.isdigit():
+                raise TokenError("expiration_time must be a Unix time in seconds")
+            made = self.tokens.add(name, scopes, row_filter=row_filter, description=description,
+                                   expires=int(expires) if expires else None)  # fmt: skip
         except TokenError as exc:
             raise _HTTPError(400, str(exc)) from None
         except OSError as exc:  # the data dir refused the tokens file: the token is not made
             raise _HTTPError(500, f"cannot save the token ({exc.strerror or exc})") from None
-        return 200, {"name": made.name, "token": made.value, "scopes": made.scopes(),
-                     "filter": made.row_filter}  # fmt: skip
+        return 200, {"id": made.id, "name": made.name, "token": made.value,
+                     "scopes": made.scopes(), "filter": made.row_filter,
+                     "description": made.description}  # fmt: skip
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -822,7 +867,7 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                 self._answer(204, b"", {  # a preflight without Allow-Origin fails anyway
                     "Access-Control-Allow-Origin": origin,
                     "Vary": "Origin",
-                    "Access-Control-Allow-Methods": "GET, POST",
+                    "Access-Control-Allow-Methods": _CORS_METHODS,
                     "Access-Control-Allow-Headers": "Authorization, Content-Type, "
                                                     "Content-Encoding",
                     "Access-Control-Max-Age": "600",
@@ -888,6 +933,7 @@ def _make_handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             if origin is not None and origin in server.allowed_origins:
                 headers["Access-Control-Allow-Origin"] = origin
                 headers["Vary"] = "Origin"
+                headers["Access-Control-Expose-Headers"] = _CORS_EXPOSED
             payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             self._answer(status, payload, headers)
 

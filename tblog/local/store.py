@@ -8,7 +8,8 @@ Owns the tables (one per datasource, plus ``<name>_quarantine``), typed batch in
 halves are retried so only the offending rows go to quarantine), write-side row
 filters (no row reaches a table, quarantine included, unless the filter says yes on
 what that table would hold), and read-only query execution in a per-token database of
-filtered views.
+filtered views; also dropping, truncating and deleting rows by condition (the Data
+Sources API), and each table's creation and last-change times.
 Writes go through one chDB session and hold ``self.lock``; SQL API reads run on a
 second session without that lock (with the server's ``QueryLimits``), so a slow query
 never stalls ingest.
@@ -24,6 +25,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,11 @@ class QueryError(Exception):
 def sql_string(value: str) -> str:
     """``value`` as a ClickHouse string literal."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _stamp(seconds: float) -> str:
+    """A Unix time as Tinybird writes ``created_at``: ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC)."""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -247,6 +254,67 @@ class Store:
             self._run(datasource.quarantine_sql())
             self.datasources[datasource.name] = datasource
             self._mappers[datasource.name] = RowMapper(datasource)
+
+    def drop(self, name: str) -> None:
+        """Drop the datasource's table and its quarantine table; forget the datasource."""
+        self.drain()
+        with self.lock:
+            self.datasources.pop(name, None)
+            self._mappers.pop(name, None)
+            for table in (name, f"{name}_quarantine"):
+                self._run(f"DROP TABLE IF EXISTS default.{quote_identifier(table)}")
+
+    def truncate(self, name: str) -> None:
+        """Remove every row of the datasource and of its quarantine table."""
+        self.drain()
+        with self.lock:
+            for table in (name, f"{name}_quarantine"):
+                self._run(f"TRUNCATE TABLE IF EXISTS default.{quote_identifier(table)}")
+
+    def delete_where(self, name: str, condition: str) -> int:
+        """Delete the rows of ``name`` where ``condition`` (a verified SQL expression)
+        holds, synchronously; the number of rows deleted."""
+        self.drain()
+        table = f"default.{quote_identifier(name)}"
+        with self.lock:
+            before = int(self._run(f"SELECT count() FROM {table} FORMAT TSV", "TSV") or 0)  # noqa: S608
+            self._run(f"ALTER TABLE {table} DELETE WHERE ({condition}) "
+                      "SETTINGS mutations_sync = 2")  # fmt: skip
+            after = int(self._run(f"SELECT count() FROM {table} FORMAT TSV", "TSV") or 0)  # noqa: S608
+        return before - after
+
+    def engine_of(self, table: str) -> str:
+        """The engine of ``table`` in the default database ("" when there is none)."""
+        with self.lock:
+            where = f"database = currentDatabase() AND name = {sql_string(table)}"
+            out = self._run(f"SELECT engine FROM system.tables WHERE {where} FORMAT TSV", "TSV")  # noqa: S608
+        return out.decode().strip()
+
+    def table_times(self) -> dict[str, tuple[str, str]]:
+        """``{table: (created, updated)}`` as ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC): when
+        the table's metadata file was written, and when it last changed (its newest data
+        part; the creation time while it has none)."""
+        self.drain()
+        with self.lock:
+            parts = self._run(
+                "SELECT table, toUnixTimestamp(max(modification_time)) FROM system.parts "
+                "WHERE active AND database = currentDatabase() GROUP BY table FORMAT TSV",
+                "TSV",
+            )
+        updated: dict[str, float] = {}
+        for line in parts.decode().splitlines():
+            table, _, stamp = line.partition("\t")
+            if stamp.isdigit():
+                updated[table] = float(stamp)
+        times: dict[str, tuple[str, str]] = {}
+        for path in (self.data_dir / "metadata" / "default").glob("*.sql"):
+            try:
+                created = path.stat().st_mtime
+            except OSError:
+                continue
+            name = path.stem
+            times[name] = (_stamp(created), _stamp(max(created, updated.get(name, 0.0))))
+        return times
 
     def row_counts(self) -> dict[str, tuple[int, int]]:
         """``{name: (rows, bytes)}`` of every table in the default database."""
@@ -569,14 +637,17 @@ class Store:
             return self._session, True
         return session, False
 
-    def query(self, sql: str, fmt: str) -> bytes:
+    def query(self, sql: str, fmt: str, *, quote_64bit: bool = False) -> bytes:
         """Run a verified read (see ``sqlguard.verify_sql``) with the server's limits.
 
         Runs on the read session without ``self.lock``: ingest never waits for a read.
         The limits and ``readonly = 1`` come last in the text, from the server only.
+        ``quote_64bit``: JSON formats write 64-bit integers as strings (Tinybird's
+        ``output_format_json_quote_64bit_integers=1``; numbers by default, as Tinybird).
         """
         self.drain()  # rows accepted with wait=false become visible first
-        text = f"{sql}\nSETTINGS {self.limits.settings_sql()}"
+        quote = f"output_format_json_quote_64bit_integers = {int(quote_64bit)}"
+        text = f"{sql}\nSETTINGS {quote}, {self.limits.settings_sql()}"
         with self._read_lock:
             if self._read_shared:  # no second session (or it could not be reopened)
                 with self.lock:
