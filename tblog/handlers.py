@@ -42,7 +42,7 @@ from tblog._delivery.sender import (
 )
 from tblog._event.build import EventBuilder
 from tblog._event.encode import jsonable
-from tblog._event.gate import Gate, drain_all
+from tblog._event.gate import Gate, drain_all, drain_quietly
 from tblog._event.redact import build_redactor
 from tblog._event.snapshot import (
     BASE_ATTRS,
@@ -359,11 +359,7 @@ class TinybirdLoggingHandler(logging.Handler):
 
     def _drain(self) -> None:
         """The gate's summaries of what it holds back now (before a flush, a close)."""
-        if self._gate is not None:
-            try:
-                self._gate.drain()
-            except Exception:  # noqa: BLE001 - flush and close go on
-                _diag.diag(logging.ERROR, "gate-drain", "tblog: a dedup summary was lost")
+        drain_quietly(self._gate)
 
     def _refused_name(self, name: str) -> bool:
         return _config.refused_name(name, self._ignore, self._ignore_cache)

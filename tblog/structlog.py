@@ -47,7 +47,7 @@ from tblog._delivery.sender import (
 )
 from tblog._event import tb_logs
 from tblog._event.encode import dumps, shrink_event, to_text
-from tblog._event.gate import RATE_KEY, Gate
+from tblog._event.gate import RATE_KEY, Gate, drain_quietly
 from tblog._event.redact import build_redactor
 from tblog._event.snapshot import CTX_ATTR, ExcInfo, exc_of, extras_of
 from tblog._event.tb_logs import iso_utc
@@ -341,11 +341,7 @@ class TinybirdProcessor:
         self._channel.put(snap, _snap_size(snap), pid)
 
     def _drain(self) -> None:
-        if self._gate is not None:
-            try:
-                self._gate.drain()
-            except Exception:  # noqa: BLE001 - flush and close go on
-                _diag.diag(logging.ERROR, "gate-drain", "tblog: a dedup summary was lost")
+        drain_quietly(self._gate)
 
     def _check_chain(self) -> str:
         """Why structlog's configured chain is wrong for this processor ("" when it is fine)."""

@@ -35,6 +35,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tblog import _diag
 from tblog._event.snapshot import CTX_ATTR, clone
 from tblog._event.tb_logs import iso_utc
 
@@ -304,6 +305,15 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def drain_quietly(gate: Gate | None) -> None:
+    """``gate.drain()`` before a flush or a close, which go on whatever it raises."""
+    if gate is not None:
+        try:
+            gate.drain()
+        except Exception:  # noqa: BLE001 - flush and close go on
+            _diag.diag(logging.ERROR, "gate-drain", "tblog: a dedup summary was lost")
 
 
 def drain_all(seconds: float = 0.0) -> None:

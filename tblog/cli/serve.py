@@ -13,12 +13,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tblog._closing import Serving
 from tblog._version import __version__
 from tblog.cli.output import err
 from tblog.local.datadir import DataDirInUseError
 from tblog.local.tokens import TokenFileError
 
-__all__ = ["add_demo", "add_local"]
+__all__ = ["add_demo", "add_local", "serve_until_stopped"]
 
 
 #: The server's limits: (option, type, default, LocalServer keyword, help).  A 0 given for
@@ -132,11 +133,16 @@ def _run_local(args: argparse.Namespace) -> int:
     print(f"  admin token: {server.admin_token}")
     print(f"  web view:    {server.url}/ (give it a read token, or the admin token)")
     print(f"  try: export TB_HOST={server.url} TB_TOKEN={server.admin_token}", flush=True)
+    return serve_until_stopped(server, "tblog local")
+
+
+def serve_until_stopped(server: Serving, name: str) -> int:
+    """Serve on this thread until Ctrl-C or SIGTERM, then close the server (exit status 0)."""
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        print("\ntblog local: stopped", file=sys.stderr)
+        print(f"\n{name}: stopped", file=sys.stderr)
     finally:
         server.close()
     return 0

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from urllib.parse import urlsplit
 
@@ -12,6 +11,7 @@ from tblog._sql import resolve_read_token
 from tblog._version import __version__
 from tblog.cli.args import add_connection_args
 from tblog.cli.output import err
+from tblog.cli.serve import serve_until_stopped
 
 __all__ = ["add_ui"]
 
@@ -51,11 +51,4 @@ def _run_ui(args: argparse.Namespace) -> int:
     if urlsplit(server.api_url).scheme == "http":
         print(f"  a tblog local there must allow this page: --allowed-origin {server.url}")
     sys.stdout.flush()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("\ntblog ui: stopped", file=sys.stderr)
-    finally:
-        server.close()
-    return 0
+    return serve_until_stopped(server, "tblog ui")

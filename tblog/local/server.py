@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tblog._closing import Serving
 from tblog.local import compat_api, datasources_api, jobs_api, pipes_api, workspace_api
 from tblog.local.datafile import DatafileError, Datasource, load_datasource
 from tblog.local.sqlguard import SqlRefusedError, verify_sql
@@ -252,12 +253,14 @@ class _RateLimiter:
         return allowed, headers
 
 
-class LocalServer:
+class LocalServer(Serving):
     """A Tinybird-compatible API on ``host:port`` over a ``Store``.
 
     ``port=0`` picks a free port; ``url`` tells which.  ``start()`` serves from a
     daemon thread, ``serve_forever()`` from the caller's; ``close()`` stops both.
     """
+
+    _thread_name = "tblog-local"
 
     def __init__(
         self,
@@ -328,20 +331,6 @@ class LocalServer:
         except BaseException:
             self.store.close()
             raise
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        if isinstance(host, bytes):
-            host = host.decode()
-        return f"http://{host}:{port}"
-
-    @property
-    def bind_host(self) -> str:
-        """The address the server listens on."""
-        host = self._httpd.server_address[0]
-        return host.decode() if isinstance(host, bytes) else str(host)
 
     @property
     def admin_token(self) -> str:
@@ -358,29 +347,9 @@ class LocalServer:
         """A new token's value (scopes as in Tinybird: ``DATASOURCES:APPEND:tb_logs``)."""
         return self.tokens.add(name, scopes, row_filter=row_filter).value
 
-    def start(self) -> LocalServer:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="tblog-local", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._httpd.serve_forever()
-
     def close(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(5)
-            self._thread = None
-        self._httpd.server_close()
+        super().close()
         self.store.close()
-
-    def __enter__(self) -> LocalServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- requests ---------------------------------------------------------------------
 

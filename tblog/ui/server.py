@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from tblog._closing import Serving
 from tblog._config import resolve_api_url
 from tblog.ui import ASSETS, asset, security_headers
 
@@ -60,12 +61,14 @@ class _Server(ThreadingHTTPServer):
             print(f"tblog ui: request from {client_address[0]} failed: {exc!r}", file=sys.stderr)
 
 
-class UiServer:
+class UiServer(Serving):
     """The web view on ``http://host:port/`` reading from ``api_url`` with ``token``.
 
     ``port=0`` picks a free port (``url`` tells which).  ``token`` (a read token) is given
     to the first page that asks; later pages ask the user for one.
     """
+
+    _thread_name = "tblog-ui"
 
     def __init__(
         self,
@@ -83,17 +86,9 @@ class UiServer:
         self._token = token
         self._lock = threading.Lock()
         self._httpd = _Server((host, port), _make_handler(self))
-        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"UiServer(url={self.url!r}, api_url={self.api_url!r})"
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        if isinstance(host, bytes):
-            host = host.decode()
-        return f"http://{host}:{port}"
 
     @property
     def api_origin(self) -> str:
@@ -107,29 +102,6 @@ class UiServer:
         if token:
             body["token"] = token
         return json.dumps(body).encode()
-
-    def start(self) -> UiServer:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="tblog-ui", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._httpd.serve_forever()
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(5)
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> UiServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _make_handler(server: UiServer) -> type[BaseHTTPRequestHandler]:
