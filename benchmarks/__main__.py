@@ -217,7 +217,8 @@ def run(args: argparse.Namespace) -> str:
             from benchmarks import local_server
 
             local = local_server.measure(args.events)
-            lines += ["", "### `tblog local` ingest rate beside the handler's", ""]
+            title = "### `tblog local` ingest beside the handler's; `tblog tail` reading back"
+            lines += ["", title, ""]
             lines += [f"- {key}: {value:,.0f}" if isinstance(value, (int, float)) else
                       f"- {key}: {value}" for key, value in local.items()]  # fmt: skip
     return "\n".join(lines) + "\n"

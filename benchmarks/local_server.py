@@ -7,6 +7,9 @@
 * ``handler``: ``TinybirdLoggingHandler`` end to end into the same server (log calls
   from one thread, then ``flush()``), which includes the server's time.
 
+* ``tail``: ``tblog tail --since 1h --once --json`` (a subprocess, as a user runs it)
+  reading back the handler's rows: the rows per second it prints through a backlog.
+
 When ``server`` is well above ``handler``, the server is not what limits the demo.
 Run alone with ``python -m benchmarks.local_server [EVENTS]``; the benchmarks runner
 can call ``measure`` and print the result beside its own numbers.
@@ -17,6 +20,8 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -78,6 +83,14 @@ def measure(events: int = 20_000) -> dict[str, Any]:
             finally:
                 log.removeHandler(handler)
                 handler.close()
+            env = {**os.environ, "TB_HOST": server.url, "TB_TOKEN": server.admin_token}
+            started = time.perf_counter()
+            tail = subprocess.run(
+                [sys.executable, "-m", "tblog", "tail", "--since", "1h", "--once", "--json"],
+                env=env, capture_output=True, timeout=600, check=True,
+            )  # fmt: skip
+            tail_seconds = time.perf_counter() - started
+            tail_rows = tail.stdout.count(b"\n")
         finally:
             server.close()
     return {
@@ -85,6 +98,8 @@ def measure(events: int = 20_000) -> dict[str, Any]:
         "server_rows_per_s": round(server_rate),
         "handler_rows_per_s": round(handler_rate),
         "handler_delivered": delivered,
+        "tail_rows": tail_rows,
+        "tail_rows_per_s": round(tail_rows / tail_seconds),
     }
 
 
@@ -93,3 +108,5 @@ if __name__ == "__main__":
     print(f"tblog local ingest (server alone): {result['server_rows_per_s']:>9,} rows/s")
     print(f"TinybirdLoggingHandler -> local:   {result['handler_rows_per_s']:>9,} rows/s "
           f"({result['handler_delivered']}/{result['events']} delivered)")  # fmt: skip
+    print(f"tblog tail --once through them:    {result['tail_rows_per_s']:>9,} rows/s "
+          f"({result['tail_rows']} rows, interpreter start included)")  # fmt: skip
