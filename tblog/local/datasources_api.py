@@ -12,14 +12,16 @@
   (``datasources/NAME.datasource``) and served again after a restart.  Expressions in
   it (column defaults, keys, TTL) must pass the SQL API's guard; engines are the
   MergeTree family only; engine settings are plain ``name = value`` pairs that name no
-  disk, path or storage policy.
+  disk, path or storage policy.  At most ``MAX_COLUMNS`` columns, and ``MAX_DATASOURCES``
+  datasources on the server.
 * ``POST /v0/datasources?name=NAME&mode=append|replace&format=csv|ndjson``: rows in a
   multipart file (``csv``/``ndjson`` field, as ``tb datasource append`` and
   tinybird-sdk send), a form or a raw body; ``url=`` imports are refused (no network).
   ``POST /v1/datasources/NAME/append|replace?format=...``: the raw body.  Rows go
   through the Events API's path (typing, quarantine, the token's row filter, the same
   limits); CSV columns are the insertable columns in schema order (a first row of
-  column names is skipped).  ``replace`` (ADMIN or ``DATASOURCES:CREATE``) truncates
+  column names is skipped; a CSV row is at most ``MAX_CSV_ROW_CHARS``, a field 128 KiB:
+  400 past them).  ``replace`` (ADMIN or ``DATASOURCES:CREATE``) truncates
   first: not atomic, unlike Tinybird.
 * ``POST /v0/datasources/NAME/truncate`` (ADMIN or ``DATASOURCES:CREATE``): the table
   and its quarantine emptied.  ``DELETE /v0/datasources/NAME`` (ADMIN; ``dry_run=true``
@@ -41,6 +43,7 @@ import io
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,7 +65,15 @@ if TYPE_CHECKING:
     from tblog.local.server import LocalServer, PatternRoute
     from tblog.local.tokens import Token
 
-__all__ = ["KEPT_DIR", "MAX_DECODED", "describe", "routes"]
+__all__ = [
+    "KEPT_DIR",
+    "MAX_COLUMNS",
+    "MAX_CSV_ROW_CHARS",
+    "MAX_DATASOURCES",
+    "MAX_DECODED",
+    "describe",
+    "routes",
+]
 
 #: Where datasources created through the API are kept, in the data dir.
 KEPT_DIR = "datasources"
@@ -77,6 +88,17 @@ _RISKY_SETTING = re.compile(r"disk|storage|path|policy|zookeeper|keeper", re.IGN
 #: turned into rows in memory; the Events API streams and allows more).
 MAX_DECODED = 32 * 1024 * 1024
 _FORMATS = {"csv": "csv", "ndjson": "ndjson", "jsonl": "ndjson", "json": "ndjson"}
+#: Columns a datasource made through the API may have (Tinybird's limit).
+MAX_COLUMNS = 500
+#: Datasources the server holds at most; past it, creating one is refused (each is two
+#: tables and a kept file: a DATASOURCES:CREATE token must not fill the disk with them).
+MAX_DATASOURCES = 1000
+#: Characters one CSV row may span (its lines together); a longer row is a 400 before
+#: the csv module splits it: a row of tiny fields (``a,a,a,...``) costs ~20x its size
+#: as Python strings.  A CSV field is at most 128 KiB anyway (the csv module's limit).
+MAX_CSV_ROW_CHARS = 2 * 1024 * 1024
+#: Characters of a delete condition a job record keeps (the jobs are held in memory).
+JOB_CONDITION_CHARS = 4096
 
 
 def describe(server: LocalServer, name: str, ds: Datasource, *, rows: int | None,
@@ -149,8 +171,18 @@ def _csv_to_ndjson(ds: Datasource, data: bytes) -> bytes:
     columns = [c for c in ds.columns if c.insertable]
     names = [c.name for c in columns]
     out = io.BytesIO()
-    reader = csv.reader(io.StringIO(data.decode("utf-8", "replace")))
+    fed = [0]  # characters read for the current row
+
+    def lines() -> Iterator[str]:
+        for line in io.StringIO(data.decode("utf-8", "replace")):
+            fed[0] += len(line)
+            if fed[0] > MAX_CSV_ROW_CHARS:
+                raise csv.Error(f"a row is longer than {MAX_CSV_ROW_CHARS} characters")
+            yield line
+
+    reader = csv.reader(lines())
     for lineno, record in enumerate(reader):
+        fed[0] = 0
         if not record or (lineno == 0 and [f.strip() for f in record] == names):
             continue
         if len(record) != len(columns):
@@ -182,6 +214,8 @@ def _check_safe(ds: Datasource) -> None:
     DEFAULT of ``file(...)``), settings that name disks or paths, indexes."""
     if not _ENGINE.fullmatch(ds.engine):
         raise DatafileError(f"engine {ds.engine!r} is not supported: use a MergeTree engine")
+    if len(ds.columns) > MAX_COLUMNS:
+        raise DatafileError(f"{len(ds.columns)} columns: at most {MAX_COLUMNS} are supported")
     for column in ds.columns:  # a type or codec must not end the column list early
         for text in (column.type, column.codec or ""):
             bare = _QUOTED.sub("''", text)
@@ -299,7 +333,11 @@ def routes(server: LocalServer) -> list[PatternRoute]:
         fmt = _FORMATS.get(fmt.lower(), "")
         if not fmt:
             raise _HTTPError(400, "format must be csv or ndjson (parquet is not supported)")
-        raw = _csv_to_ndjson(ds, data) if fmt == "csv" else data
+        try:
+            raw = _csv_to_ndjson(ds, data) if fmt == "csv" else data
+        except csv.Error as exc:  # a field over csv's limit (128 KiB), a bad quote...
+            raise _HTTPError(400, f"the CSV cannot be read: {exc}; send NDJSON for "
+                                  "values this long") from None  # fmt: skip
         started = jobs_api.now()
         status, result = server._ingest(name, token, raw, False, True)  # caller holds a slot
         import_id = str(uuid.uuid4())
@@ -331,6 +369,9 @@ def routes(server: LocalServer) -> list[PatternRoute]:
         manager(token)
         if name in server.store.datasources:
             raise _HTTPError(409, f"Data Source '{name}' already exists")
+        if len(server.store.datasources) >= MAX_DATASOURCES:
+            raise _HTTPError(400, f"the limit of {MAX_DATASOURCES} datasources is reached: "
+                                  "delete one first")  # fmt: skip
         try:
             ds = datasource_from_params(name, fields)
             _check_safe(ds)
@@ -452,8 +493,8 @@ def routes(server: LocalServer) -> list[PatternRoute]:
             raise _HTTPError(400, f"[Error] {exc}") from None
         jobs_api.registry(server).add(  # for GET /v0/jobs/ID
             kind="delete_data", datasource=(one(name)["id"], name), creator=token.id,
-            job_id=job, created_at=started, delete_condition=condition,
-            rows_affected=deleted)  # fmt: skip
+            job_id=job, created_at=started, rows_affected=deleted,
+            delete_condition=_clipped(condition, JOB_CONDITION_CHARS))  # fmt: skip
         return 200, {"id": job, "job_id": job, "delete_id": job, "status": "done",
                      "job_url": f"{server.url}/v0/jobs/{job}", "rows_affected": deleted,
                      "job": {"id": job, "kind": "delete_data", "status": "done",
@@ -482,3 +523,8 @@ def routes(server: LocalServer) -> list[PatternRoute]:
         ("POST", re.compile(rf"/v0/datasources/{n}/delete"), delete_rows),
         ("DELETE", re.compile(rf"/v0/datasources/{n}"), drop),
     ]
+
+
+def _clipped(text: str, limit: int) -> str:
+    """``text``, cut to ``limit`` characters with an ellipsis when longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"

@@ -66,6 +66,8 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TAG = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}|\{#.*?#\}", re.DOTALL)
 #: Longest parameter value accepted (a string parameter is a literal, but a bounded one).
 MAX_VALUE_CHARS = 64 * 1024
+#: Deepest ``{% if %}`` nesting accepted (rendering recurses once per level).
+MAX_NESTING = 64
 _IGNORED = frozenset({"token", "tags", "version"})
 _NODE_TYPES = frozenset({"endpoint", "standard", "default"})
 
@@ -283,6 +285,8 @@ def _parse_template(sql: str) -> tuple[_Piece, ...]:
                 _check_condition(tree)
                 branches: list[tuple[ast.expr | None, list[_Piece]]] = [(tree, [])]
                 stack.append((branches, current))
+                if len(stack) > MAX_NESTING:
+                    raise TemplateError(f"{{% if %}} blocks nest deeper than {MAX_NESTING}")
                 current = branches[0][1]
             elif word in ("elif", "else"):
                 if not stack or stack[-1][0][-1][0] is None:
@@ -611,10 +615,9 @@ def used_tables(query: str, *, table_functions: bool = False) -> list[tuple[str,
     import sqlglot  # noqa: PLC0415 - the server's sqlguard has it loaded already
     from sqlglot import exp  # noqa: PLC0415
 
-    from tblog.local.sqlguard import MAX_QUERY_CHARS, SqlRefusedError  # noqa: PLC0415
+    from tblog.local.sqlguard import SqlRefusedError, _pre_check  # noqa: PLC0415
 
-    if len(query) > MAX_QUERY_CHARS:
-        raise SqlRefusedError(f"the query is longer than {MAX_QUERY_CHARS} characters")
+    _pre_check(query)  # the SQL API's bounds (length, tokens, nesting) before parsing
     try:
         tree = sqlglot.parse_one(query, read="clickhouse")
     except (sqlglot.errors.SqlglotError, ValueError, RecursionError):

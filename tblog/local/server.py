@@ -587,7 +587,7 @@ class LocalServer(Serving):
                 row_filter = (params.get("filter") or [""])[0]
                 description = (params.get("description") or [""])[0]
             expires = (params.get("expiration_time") or [""])[0].strip()
-            if expires and not expires.isdigit():
+            if expires and not re.fullmatch(r"[0-9]{1,12}", expires):  # not str.isdigit: "²"
                 raise TokenError("expiration_time must be a Unix time in seconds")
             made = self.tokens.add(name, scopes, row_filter=row_filter, description=description,
                                    expires=int(expires) if expires else None)  # fmt: skip
