@@ -42,7 +42,7 @@ from tblog._delivery.sender import (
 )
 from tblog._event.build import EventBuilder
 from tblog._event.encode import jsonable
-from tblog._event.gate import Gate, drain_all, drain_quietly
+from tblog._event.gate import RATE_KEY, Gate, drain_all, drain_quietly
 from tblog._event.redact import build_redactor
 from tblog._event.snapshot import (
     BASE_ATTRS,
@@ -238,7 +238,7 @@ class TinybirdLoggingHandler(logging.Handler):
         self._put: Callable[[Any, int, int | None], bool] = self._channel.put
         # sampling and dedup (tblog._event.gate): None unless sample or dedup_limit is set
         self._gate: Gate | None = None
-        self._admit: Callable[[logging.LogRecord], logging.LogRecord | None] | None = None
+        self._admit: Callable[[logging.LogRecord], float] | None = None
         if self.options.sample or (self.options.dedup_limit and self.options.dedup_window):
             self._gate = Gate(
                 sample=self.options.sample,
@@ -296,8 +296,10 @@ class TinybirdLoggingHandler(logging.Handler):
                 self._channel.count_drop("closed")
                 return
             admit = self._admit  # sampling and dedup (None: neither is configured)
-            if admit is not None and (record := admit(record)) is None:  # type: ignore[assignment]
-                return
+            if admit is not None:
+                rate = admit(record)
+                if not rate:
+                    return
             formatter = self.formatter
             if formatter is not self._fmt_seen:
                 self._see_formatter(formatter)
@@ -337,6 +339,9 @@ class TinybirdLoggingHandler(logging.Handler):
                     snap, size = snapshot(record, self._fmt_kind, formatter, self._keep_args)
                 finally:
                     busy_threads.pop(ident, None)  # (a fork's reset may have run)
+            if admit is not None and rate != 1.0:  # kept by sampling: the row says its rate
+                snap[RATE_KEY] = rate  # (the snapshot is tblog's own copy of the record)
+                size += 100  # one more attribute (see snapshot_size)
             if self._hold is not None and self._hold(snap, size, record.process):
                 return
             self._put(snap, size, record.process)

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tblog import _diag
-from tblog._event.snapshot import CTX_ATTR, clone
+from tblog._event.snapshot import CTX_ATTR
 from tblog._event.tb_logs import iso_utc
 
 #: The private snapshot key of a record kept by sampling at a rate below 1 (its rate).
@@ -85,7 +85,10 @@ _Pending = tuple[tuple[str, str, int], _Run]
 class Gate:
     """What one producer ships of the records it is given (see the module docstring).
 
-    ``ship(record)`` ships a summary record (it must not come back through ``admit``);
+    ``admit(record)`` is 0.0 for a record not to ship, else the sampling rate it ships
+    with (1.0: not sampled; the producer writes a lower one into its own copy under
+    ``RATE_KEY``).  ``ship(record)`` ships a summary record (it must not come back through
+    ``admit``);
     ``rand`` and ``clock`` are injectable for tests (``random.random``, ``time.monotonic``).
     """
 
@@ -115,7 +118,7 @@ class Gate:
         self.collapsed = 0  # records held back (under the lock)
         self.summaries = 0  # summary records shipped
         #: ``record`` (or a copy carrying its sampling rate) to ship, or None: not shipped.
-        self.admit: Callable[[logging.LogRecord], logging.LogRecord | None] = (
+        self.admit: Callable[[logging.LogRecord], float] = (
             self._admit if self.limit else self._sampling_only()
         )
         _gates.add(self)
@@ -145,43 +148,33 @@ class Gate:
         next(self._sampled)
         return False
 
-    def _sampling_only(self) -> Callable[[logging.LogRecord], logging.LogRecord | None]:
+    def _sampling_only(self) -> Callable[[logging.LogRecord], float]:
         """``admit`` when only sampling is configured: a closure, no attribute lookups."""
-        rates, resolve, new = self._rates, self.rate, object.__new__
+        rates, resolve, keep = self._rates, self.rate, self.keep
 
-        def admit(record: logging.LogRecord) -> logging.LogRecord | None:
+        def admit(record: logging.LogRecord) -> float:
             rate = rates.get((record.name, record.levelno))
             if rate is None:
                 rate = resolve(record.name, record.levelno)
             if rate >= 1.0:
-                return record
-            if not self.keep(rate):
-                return None
-            copy = new(type(record))  # never mutate the caller's record (see ``clone``)
-            attrs = copy.__dict__
-            attrs.update(record.__dict__)
-            attrs[RATE_KEY] = rate
-            return copy
+                return 1.0
+            return rate if keep(rate) else 0.0
 
         return admit
 
-    def _admit(self, record: logging.LogRecord) -> logging.LogRecord | None:
+    def _admit(self, record: logging.LogRecord) -> float:
         rate = 1.0
         if self.rules:
             rate = self.rate(record.name, record.levelno)
             if rate < 1.0 and not self.keep(rate):
-                return None
+                return 0.0
         msg = record.msg
         if self.limit and type(msg) is str:
             r = record
             site = (r.levelno, r.created, r.pathname, r.lineno, r.funcName)
             if not self.held(r.name, msg, *site, rate):
-                return None
-        if rate < 1.0:
-            attrs = record.__dict__.copy()  # never mutate the caller's record
-            attrs[RATE_KEY] = rate
-            return clone(record, attrs)
-        return record
+                return 0.0
+        return rate
 
     def held(  # noqa: PLR0917 - a record's fields, without building an object for them
         self,
