@@ -68,6 +68,8 @@ _TAG = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}|\{#.*?#\}", re.DOTALL)
 MAX_VALUE_CHARS = 64 * 1024
 #: Deepest ``{% if %}`` nesting accepted (rendering recurses once per level).
 MAX_NESTING = 64
+#: How deep one ``{{ }}`` or ``{% if %}`` expression may nest (its syntax tree's levels).
+MAX_EXPRESSION_DEPTH = 32
 _IGNORED = frozenset({"token", "tags", "version"})
 _NODE_TYPES = frozenset({"endpoint", "standard", "default"})
 
@@ -261,6 +263,14 @@ def _expression(text: str) -> ast.expr:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError):
         raise TemplateError(f"cannot read the template expression {text.strip()[:80]!r}") from None
+    # Checked without recursion before anything walks it recursively: how deep a parser
+    # lets an expression be differs by Python version (3.13 reads 5,000 nested "not").
+    stack: list[tuple[ast.AST, int]] = [(tree.body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise TemplateError(f"a template expression nests deeper than {MAX_EXPRESSION_DEPTH}")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
     return tree.body
 
 
