@@ -1,7 +1,8 @@
 """The compatibility table (tests/tinybird_compat.py) is well formed and published.
 
-docs/tinybird-compat.md must equal the render of ``ROWS`` (regenerate with
-``python -m tests.tinybird_compat > docs/tinybird-compat.md``), and every "works" row must
+docs/tinybird-compat.md, and the table in README.md, must equal the render of ``ROWS``
+(regenerate with ``python -m tests.tinybird_compat > docs/tinybird-compat.md`` and paste
+``python -m tests.tinybird_compat --readme`` into the README), and every "works" row must
 name a test pytest collects: a row cannot claim a client action works without its proof.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tinybird_compat import ROWS, Row, render
+from tests.tinybird_compat import ROWS, Row, render, table
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "tinybird-compat.md"
@@ -23,6 +24,16 @@ def test_doc_is_the_render_of_rows() -> None:
     assert DOC.read_text(encoding="utf-8") == render(), (
         "docs/tinybird-compat.md is stale: "
         "python -m tests.tinybird_compat > docs/tinybird-compat.md"
+    )
+
+
+def test_readme_shows_the_table() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("<!-- compat table:")
+    start = readme.index("\n", start) + 1
+    end = readme.index("<!-- end of compat table -->", start)
+    assert readme[start:end] == table(), (
+        "README.md's compat table is stale: paste python -m tests.tinybird_compat --readme"
     )
 
 

@@ -229,5 +229,10 @@ def render(rows: list[Row] | None = None) -> str:
     return HEADER + "\n".join(lines) + "\n"
 
 
+def table() -> str:
+    """The table alone, as the README shows it (between its compat-table comments)."""
+    return render()[len(HEADER) :]
+
+
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    sys.stdout.write(table() if sys.argv[1:] == ["--readme"] else render())
