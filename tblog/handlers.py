@@ -42,7 +42,7 @@ from tblog._delivery.sender import (
 )
 from tblog._event.build import EventBuilder
 from tblog._event.encode import jsonable
-from tblog._event.gate import RATE_KEY, Gate, drain_all, drain_quietly
+from tblog._event.gate import RATE_KEY, Gate, counters, drain_all, drain_quietly
 from tblog._event.redact import build_redactor
 from tblog._event.snapshot import (
     BASE_ATTRS,
@@ -428,10 +428,7 @@ class TinybirdLoggingHandler(logging.Handler):
         stats = self._channel.stats()
         stats["ignored"] = self.ignored
         stats["trace_held"] = self._hold.held if self._hold is not None else 0
-        gate = self._gate
-        stats["sampled"] = gate.sampled if gate is not None else 0
-        stats["collapsed"] = gate.collapsed if gate is not None else 0
-        stats["summaries"] = gate.summaries if gate is not None else 0  # "repeated K times"
+        stats.update(counters(self._gate))
         stats["app_name"] = self.app_name
         return stats
 

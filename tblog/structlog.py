@@ -47,7 +47,7 @@ from tblog._delivery.sender import (
 )
 from tblog._event import tb_logs
 from tblog._event.encode import dumps, shrink_event, to_text
-from tblog._event.gate import RATE_KEY, Gate, drain_quietly
+from tblog._event.gate import RATE_KEY, Gate, counters, drain_quietly
 from tblog._event.redact import build_redactor
 from tblog._event.snapshot import CTX_ATTR, ExcInfo, exc_of, extras_of
 from tblog._event.tb_logs import iso_utc
@@ -503,10 +503,7 @@ class TinybirdProcessor:
         stats["filtered"] = self.filtered
         stats["duplicates"] = self.duplicates
         stats["trace_held"] = self._hold.held if self._hold is not None else 0
-        gate = self._gate
-        stats["sampled"] = gate.sampled if gate is not None else 0
-        stats["collapsed"] = gate.collapsed if gate is not None else 0
-        stats["summaries"] = gate.summaries if gate is not None else 0  # "repeated K times"
+        stats.update(counters(self._gate))
         stats["app_name"] = self.app_name
         return stats
 

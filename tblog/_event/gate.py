@@ -300,6 +300,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def counters(gate: Gate | None) -> dict[str, int]:
+    """A producer's ``stats()`` keys of sampling and dedup (zeros without a gate)."""
+    if gate is None:
+        return {"sampled": 0, "collapsed": 0, "summaries": 0}
+    # summaries: the "repeated K times" events shipped
+    return {"sampled": gate.sampled, "collapsed": gate.collapsed, "summaries": gate.summaries}
+
+
 def drain_quietly(gate: Gate | None) -> None:
     """``gate.drain()`` before a flush or a close, which go on whatever it raises."""
     if gate is not None:
