@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,16 @@ import requests
 from tblog.local.server import LocalServer
 
 pytest.importorskip("chdb")
+
+
+def need_client(path: Path, tests: str, venv: str) -> None:
+    """Skip when a Tinybird client's venv (``path`` inside ``venv``, which the Makefile
+    builds) is missing; fail instead on CI, where ``tests`` must run."""
+    if path.exists():
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run {tests}: make {venv}/.ok first")
+    pytest.skip(f"no {venv} (make test creates it)")
 
 
 def serve(tmp: Path, **options: Any) -> Iterator[LocalServer]:

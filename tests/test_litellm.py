@@ -23,8 +23,9 @@ MESSAGES = [{"role": "user", "content": "Hi, I'm testing"}]
 SECRET = "sk-test-1234567890abcdefwxyz"
 
 
-class Counting(TinybirdLitellmHandler):
-    """Counts finished callbacks, so a test can wait for LiteLLM's logging thread."""
+class CountingShips:
+    """Mixin for a LiteLLM handler class: counts finished callbacks, so a test can wait for
+    LiteLLM's logging thread (``wait_calls``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -40,6 +41,10 @@ class Counting(TinybirdLitellmHandler):
     def wait_calls(self, n: int) -> None:
         with self.cond:
             assert self.cond.wait_for(lambda: self.calls >= n, timeout=30), self.calls
+
+
+class Counting(CountingShips, TinybirdLitellmHandler):
+    """tblog's LiteLLM handler, counting its finished callbacks."""
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from tblog._delivery import reports
 from tblog._delivery.reports import DATASOURCE
 from tblog.structlog import TinybirdProcessor
 from tests.eventsapi import EventsAPI
+from tests.test_structlog import _structlog_defaults  # noqa: F401 - autouse, here too
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,15 +48,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(autouse=True)
-def _structlog_defaults() -> Iterator[None]:
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
-    yield
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
 
 
 @pytest.fixture

@@ -286,25 +286,10 @@ def test_async_api_errors_raise_without_the_token(rest: _Rest) -> None:
 
 
 def _counting(cls: type) -> type:
-    class Counting(cls):  # type: ignore[misc, valid-type]
-        """Counts shipped rows, so a test can wait for LiteLLM's logging thread."""
+    """``cls`` counting its finished callbacks (``tests.test_litellm.CountingShips``)."""
+    from tests.test_litellm import CountingShips  # imports litellm: only when needed
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.calls = 0
-            self.cond = threading.Condition()
-
-        def _ship(self, *args: Any) -> None:
-            super()._ship(*args)
-            with self.cond:
-                self.calls += 1
-                self.cond.notify_all()
-
-        def wait_calls(self, n: int) -> None:
-            with self.cond:
-                assert self.cond.wait_for(lambda: self.calls >= n, timeout=30), self.calls
-
-    return Counting
+    return type(f"Counting{cls.__name__}", (CountingShips, cls), {})
 
 
 @pytest.mark.parametrize("name", ["TinybirdLitellmSyncHandler", "TinybirdLitellmAsyncHandler"])

@@ -9,7 +9,6 @@ and nothing leaves the machine (``TB_VERSION_WARNING=0``: no PyPI version check)
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import requests
 
 from tblog.local.server import LocalServer
 from tests.cliutil import clean_env
-from tests.localserver import event, ndjson, post, scalar, serve
+from tests.localserver import event, ndjson, need_client, post, scalar, serve
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +27,7 @@ TB = ROOT / ".venv-tinybird" / "bin" / "tb"
 
 
 def _require_tb() -> None:
-    if not TB.exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the classic tb tests: make .venv-tinybird/.ok first")
-        pytest.skip("no .venv-tinybird (make test creates it)")
+    need_client(TB, "the classic tb tests", ".venv-tinybird")
 
 
 @pytest.fixture(scope="module")

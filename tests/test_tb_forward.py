@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tblog.local.server import LocalServer
-from tests.localserver import event, ndjson, post, scalar, serve
+from tests.localserver import event, ndjson, need_client, post, scalar, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 TB = ROOT / ".venv-tinybird-forward" / "bin" / "tb"
@@ -36,10 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
 
 
 def _tb(server: LocalServer, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    if not TB.exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the Forward CLI tests: make .venv-tinybird-forward/.ok")
-        pytest.skip("no .venv-tinybird-forward (make test creates it)")
+    need_client(TB, "the Forward CLI tests", ".venv-tinybird-forward")
     home, project = tmp_path / "home", tmp_path / "project"
     home.mkdir(exist_ok=True)
     project.mkdir(exist_ok=True)

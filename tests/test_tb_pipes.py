@@ -10,7 +10,6 @@ user config is read or written) and ``TB_VERSION_WARNING=0`` (no PyPI version ch
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 from tblog.local.pipes_api import DEFAULT_PIPES
 from tblog.local.server import LocalServer
 from tests.cliutil import clean_env
-from tests.localserver import event, ndjson, post, serve
+from tests.localserver import event, ndjson, need_client, post, serve
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +30,7 @@ TB = ROOT / ".venv-tinybird" / "bin" / "tb"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    if not TB.exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the classic tb tests: make .venv-tinybird/.ok first")
-        pytest.skip("no .venv-tinybird (make test creates it)")
+    need_client(TB, "the classic tb tests", ".venv-tinybird")
     yield from serve(tmp_path_factory.mktemp("tbpipes"))
 
 

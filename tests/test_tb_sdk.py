@@ -9,7 +9,6 @@ temporary directory; nothing but loopback is reached.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import requests
 
 from tblog.local.server import LocalServer
 from tests.cliutil import clean_env
-from tests.localserver import event, ndjson, post, scalar, serve
+from tests.localserver import event, ndjson, need_client, post, scalar, serve
 
 pytestmark = pytest.mark.slow
 
@@ -51,10 +50,7 @@ SCHEMA = "`ts` DateTime `json:$.ts`, `name` String `json:$.name`, `n` Int32 `jso
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    if not SDK_PYTHON.exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the tinybird-sdk tests: make .venv-tinybird-sdk/.ok first")
-        pytest.skip("no .venv-tinybird-sdk (make test creates it)")
+    need_client(SDK_PYTHON, "the tinybird-sdk tests", ".venv-tinybird-sdk")
     yield from serve(tmp_path_factory.mktemp("tbsdk"))
 
 
