@@ -120,10 +120,19 @@ def to_us(ts: datetime | float | int) -> int:
 class SqlClient:
     """Runs SQL through ``/v0/sql`` and returns the parsed ``FORMAT JSON`` answer."""
 
-    def __init__(self, token: str | None, api_url: str | None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        api_url: str | None,
+        timeout: float = 30.0,
+        *,
+        retrying: foreground.Retrying = foreground.DEFAULT,
+    ) -> None:
         self.api_url = resolve_api_url(api_url)
         self._token = resolve_read_token(token)
         self.timeout = timeout
+        # foreground.ONCE: a caller that retries itself (``tblog tail``) sees each failure
+        self.retrying = retrying
         self._session = session_for(self.api_url)
 
     def __repr__(self) -> str:
@@ -160,7 +169,9 @@ class SqlClient:
             )
 
         try:
-            response = foreground.call(send, idempotent=True, what="the SQL API")
+            response = foreground.call(
+                send, idempotent=True, what="the SQL API", policy=self.retrying
+            )
         except requests.RequestException as exc:
             raise QueryFailedError(f"the SQL API is unreachable ({type(exc).__name__})") from None
         if response.status_code != 200:
@@ -194,7 +205,9 @@ class SqlClient:
                                      timeout=self.timeout)  # fmt: skip
 
         try:
-            response = foreground.call(send, idempotent=True, what="the Pipes API")
+            response = foreground.call(
+                send, idempotent=True, what="the Pipes API", policy=self.retrying
+            )
         except requests.RequestException as exc:
             raise QueryFailedError(f"the Pipes API is unreachable ({type(exc).__name__})") from None
         if response.status_code in (403, 404):

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tblog._closing import Closing
+from tblog._delivery import foreground
 from tblog._sql import QueryFailedError, SqlClient, identifier, number, string, to_us
 
 __all__ = [
@@ -169,6 +170,8 @@ class QueryClient(Closing):
 
     ``token`` falls back to ``$TB_READ_TOKEN``, ``$TB_TOKEN``, ``$TINYBIRD_TOKEN`` (a read
     token is enough); ``api_url`` to ``$TB_API_URL``, ``$TB_HOST``, Tinybird's default.
+    A request the server answers 429/503, or the network fails, is sent again (bounded, as
+    ``tblog send``); ``retry=False`` sends each once, for a caller that retries itself.
     """
 
     def __init__(
@@ -177,9 +180,13 @@ class QueryClient(Closing):
         api_url: str | None = None,
         ds_name: str = "tb_logs",
         timeout: float = 30.0,
+        *,
+        retry: bool = True,
     ) -> None:
         self.ds_name = identifier(ds_name)
-        self._sql = SqlClient(token, api_url, timeout)
+        self._sql = SqlClient(
+            token, api_url, timeout, retrying=foreground.DEFAULT if retry else foreground.ONCE
+        )
         self._no_pipes: set[str] = set()  # shipped pipes found missing (or out of scope)
 
     def __repr__(self) -> str:

@@ -329,7 +329,6 @@ def test_backoff_is_capped_exponential_and_a_refusal_ends_it(
             raise KeyboardInterrupt
 
     monkeypatch.setattr(read, "sleep", fake_sleep)
-    monkeypatch.setattr(foreground, "sleep", lambda s: None)  # SqlClient's own quick retries
     url = f"http://127.0.0.1:{_free_port()}"
     assert cli.main(["tail", "--host", url, "--token", TOKEN]) == 130
     caps = [min(read.RETRY_CAP, read.RETRY_BASE * 2**i) for i in range(9)]
@@ -343,7 +342,6 @@ def test_a_busy_server_is_waited_out_and_a_refusal_ends_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(read, "sleep", lambda s: None)
-    monkeypatch.setattr(foreground, "sleep", lambda s: None)
     _Flaky.hits = []
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -436,3 +434,52 @@ def test_the_look_back_reads_again_only_the_slice_that_gained_rows(
         assert [e.message for e in tail.poll()] == ["late"]
         assert read_back[0] == 0 and sum(read_back) <= 21  # its slice: 20 rows and itself
         assert tail.poll() == []
+
+
+def test_each_failed_request_is_one_retry_line_at_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tail waits out a busy server itself, and says so on the first 503: its client does
+    not retry underneath it (silently, up to eight times and two minutes per attempt)."""
+
+    def no_hidden_wait(seconds: float) -> None:
+        raise AssertionError(f"the query client waited {seconds}s on its own")
+
+    monkeypatch.setattr(read, "sleep", lambda s: None)
+    monkeypatch.setattr(foreground, "sleep", no_hidden_wait)
+    _Flaky.hits = []
+    monkeypatch.setattr(_Flaky, "busy", 5)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        code = cli.main(["tail", "--host", url, "--token", TOKEN])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert code == 1
+    lines = capsys.readouterr().err.splitlines()
+    retried = [line for line in lines if "retrying in" in line]
+    assert len(retried) == 5 and len(_Flaky.hits) == 6, (lines, len(_Flaky.hits))
+
+
+def test_a_query_client_without_retries_sends_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``QueryClient(retry=False)``: a 503 is the caller's at once (the default retries)."""
+    monkeypatch.setattr(foreground, "sleep", lambda s: None)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        for retry, sends in ((False, 1), (True, 8)):
+            _Flaky.hits = []
+            with (
+                QueryClient(TOKEN, url, retry=retry) as client,
+                pytest.raises(QueryFailedError, match="503"),
+            ):
+                client.sql("SELECT 1")
+            assert len(_Flaky.hits) == sends, (retry, len(_Flaky.hits))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

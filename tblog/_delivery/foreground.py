@@ -27,7 +27,7 @@ from tblog import _diag
 from tblog._delivery.retry import retry_delay
 from tblog._delivery.transport import parse_rate_reset, parse_retry_after
 
-__all__ = ["DEFAULT", "RETRY_STATUS", "Retrying", "call", "server_hint"]
+__all__ = ["DEFAULT", "ONCE", "RETRY_STATUS", "Retrying", "call", "server_hint"]
 
 #: Answers that say the request was not handled and may be sent again as it is.
 RETRY_STATUS = frozenset({429, 503})
@@ -48,6 +48,8 @@ class Retrying:
 
 
 DEFAULT = Retrying()
+#: One send, no retry: for a caller with a retry loop of its own (``tblog tail``).
+ONCE = Retrying(attempts=1, network_attempts=1, max_wait=0.0)
 
 #: The sleep between attempts (tests replace it; the module's attribute is read on each wait).
 sleep: Callable[[float], None] = time.sleep

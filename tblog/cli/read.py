@@ -217,7 +217,8 @@ def _run_tail(args: argparse.Namespace) -> int:
     since = datetime.now(timezone.utc) - timedelta(seconds=args.since)
     colour = colour_wanted()
     failures = 0
-    with QueryClient(args.token, args.host, ds_name=args.datasource) as client:
+    # retry=False: this loop waits out a busy or unreachable server, and says so each time
+    with QueryClient(args.token, args.host, ds_name=args.datasource, retry=False) as client:
         tail = client.tail(filters, since=since, poll_interval=args.interval,
                            lookback=args.lookback, batch_size=args.page_size)  # fmt: skip
         while True:
