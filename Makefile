@@ -1,16 +1,22 @@
 # tblog: two commands set up a fresh clone.
 #   make demo        create .venv, install, ship a realistic burst of logs and show they arrived
-#   make test        ruff and mypy once (in .venv), then the whole suite on every supported
-#                    CPython in turn (PYTHONS); fails if any of them fails
+#   make test        ruff and mypy once (in .venv), the pure-Python tests (pytest-pure), then
+#                    the whole suite on every supported CPython in turn (PYTHONS); fails if
+#                    any of them fails
 #   make bench       run the side-by-side benchmarks in benchmarks/
 # For iterating:
 #   make pytest      the suite on the dev venv's Python only (PYTEST_ARGS="tests/test_x.py -x")
+#   make pytest-pure the snapshot and encoding tests with the compiled steps off (part of test)
 #   make pytest-3.13 the suite on one supported minor; make pytest-all: on each of PYTHONS
 #   make pythons     show which interpreter each minor of PYTHONS resolves to
 #   make chromium    install Debian's chromium (apt-get) for the web view's browser tests;
 #                    every pytest target depends on it
 # .venv (python3, PYTHON=...) is the dev venv that lint, mypy, demo and bench use, and the
 # test venv of its own minor; every other minor gets .venv-3.X, all with the test extras.
+# Each venv's editable install compiles the optional C extension tblog._speedups in place
+# (tblog/_speedups.cpython-3XX-*.so, one per minor; hatch_build.py): an edit of
+# tblog/_speedups.c or hatch_build.py reinstalls on the next make; no C compiler, or
+# TBLOG_PURE_PYTHON=1, means pure Python.  make clean removes the venvs and those modules.
 # An interpreter for 3.X is PYTHON_3.X if given, else the newest pyenv build of 3.X, else
 # python3.X on PATH; a minor of PYTHONS that has none fails the run (nothing is skipped):
 #   make test PYTHONS="3.11 3.13"   make test PYTHON_3.12=/opt/py312/bin/python
@@ -20,7 +26,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # benchmarks/ is linted once it exists (git keeps no empty folder).
-LINT   := tblog tests examples $(wildcard benchmarks)
+LINT   := tblog tests examples hatch_build.py $(wildcard benchmarks)
 
 # Every CPython minor the project supports (pyproject: requires-python >= 3.10, classifiers).
 SUPPORTED  := 3.10 3.11 3.12 3.13
@@ -37,20 +43,23 @@ python_for  = $(or $(PYTHON_$(1)),$(shell ls -d $(PYENV_ROOT)/versions/$(1).*/bi
                 | grep -E '/$(subst .,\.,$(1))\.[0-9]+/bin/python$$' | sort -V | tail -n 1),$(shell \
                 command -v python$(1)))
 
-.PHONY: demo test lint typecheck pytest pytest-all pythons bench clean chromium
+.PHONY: demo test lint typecheck pytest pytest-all pytest-pure pythons bench clean chromium
+
+# What an editable install builds from besides pyproject.toml: the C extension (hatch_build.py).
+INSTALL_DEPS := pyproject.toml hatch_build.py tblog/_speedups.c
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.demo: pyproject.toml | $(BIN)/python
+$(VENV)/.demo: $(INSTALL_DEPS) | $(BIN)/python
 	$(PIP) install -e '.[demo]'
 	touch $@
 
-$(VENV)/.test: pyproject.toml | $(BIN)/python
+$(VENV)/.test: $(INSTALL_DEPS) | $(BIN)/python
 	$(PIP) install -e '.[test]'
 	touch $@
 
-$(VENV)/.bench: pyproject.toml | $(BIN)/python
+$(VENV)/.bench: $(INSTALL_DEPS) | $(BIN)/python
 	$(PIP) install -e '.[test,bench]'
 	touch $@
 
@@ -116,7 +125,7 @@ $(VENV)-%/bin/python:
 	@py='$(call python_for,$*)'; [ -n "$$py" ] || { echo "make: no CPython $* (see make pythons)" >&2; exit 1; }; \
 	echo "$$py -m venv --upgrade-deps $(VENV)-$*"; "$$py" -m venv --upgrade-deps $(VENV)-$*
 
-$(VENV)-%/.test: pyproject.toml | $(VENV)-%/bin/python
+$(VENV)-%/.test: $(INSTALL_DEPS) | $(VENV)-%/bin/python
 	$(VENV)-$*/bin/python -m pip --disable-pip-version-check -q install -e '.[test]'
 	touch $@
 
@@ -143,10 +152,22 @@ pytest-all: pythons $(foreach m,$(PYTHONS),$(call venv_for,$(m))/.test) $(TB_VEN
 	if [ -n "$$failed" ]; then echo "make: the suite failed on CPython$$failed" >&2; exit 1; fi; \
 	echo "=== the suite passed on CPython $(PYTHONS)"
 
-test: lint typecheck pytest-all
+# The tests of the caller's snapshot and the sender's encoding, once more with the compiled
+# steps turned off (TBLOG_PURE_PYTHON=1): the pure-Python path is kept and tested too.
+PURE_TESTS := $(addprefix tests/,test_handler.py test_perf_paths.py test_single_sources.py \
+  test_properties.py test_redaction.py test_redaction_paths.py test_redaction_corpus.py \
+  test_sampling.py test_counts_add_up.py test_caller_input.py test_bad_input.py \
+  test_encode_fallbacks.py test_speedups.py test_fast_queue.py test_queue_and_processes.py \
+  test_dedup.py test_trace_keep.py test_context.py test_otel.py)
+
+pytest-pure: $(VENV)/.test
+	TBLOG_PURE_PYTHON=1 $(BIN)/python -m pytest $(PURE_TESTS)
+
+test: lint typecheck pytest-pure pytest-all
 
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(foreach m,$(SUPPORTED),$(VENV)-$(m)) $(TB_VENV) $(TB_FORWARD_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .cache
+	rm -f tblog/*.so tblog/*.pyd

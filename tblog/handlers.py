@@ -41,6 +41,7 @@ from tblog._delivery.sender import (
     still_busy,
 )
 from tblog._event.build import EventBuilder
+from tblog._event.compiled import SPEEDUPS
 from tblog._event.encode import jsonable
 from tblog._event.gate import RATE_KEY, Gate, counters, drain_all, drain_quietly
 from tblog._event.redact import build_redactor
@@ -52,6 +53,7 @@ from tblog._event.snapshot import (
     FMT_NONE,
     FMT_PLAIN,
     SNAPSHOT_OVERHEAD,
+    ExcInfo,
     Snapshot,
     clone,
     extra_keys,
@@ -68,6 +70,17 @@ __all__ = ["TinybirdLoggingHandler", "TinybirdLoggingQueueHandler", "TinybirdQue
 
 _OTEL = "opentelemetry.trace"  # imported: an OpenTelemetry span may be current (context.capture)
 _current = context.current
+_capture = context.capture
+#: The compiled snapshot of a common record (``tblog._event.compiled``), or None.
+_snap_compiled = SPEEDUPS.snapshot if SPEEDUPS is not None else None
+
+
+def _compiled_sizes(snaps: list[Any]) -> int:
+    """``sum(map(snapshot_size, snaps))``, compiled (``tblog._event.compiled``)."""
+    return SPEEDUPS.snapshot_sizes(snaps, ExcInfo, snapshot_size)  # type: ignore[no-any-return]
+
+
+_sizes_compiled = _compiled_sizes if SPEEDUPS is not None else None
 
 
 _get_ident = threading.get_ident
@@ -232,6 +245,7 @@ class TinybirdLoggingHandler(logging.Handler):
             encode=self._builder.encode,
             encode_batch=self._builder.encode_batch,
             measure=snapshot_size,
+            measure_many=_sizes_compiled,
             label=f"{self.app_name}:{self.ds_name}",
         )
         # where emit() puts snapshots: the channel, or a queue handler's queue
@@ -266,6 +280,8 @@ class TinybirdLoggingHandler(logging.Handler):
         self._fmt_kind = FMT_NONE
         self._plain: logging.Formatter | None = None
         self._fast = not self._keep_args
+        #: the compiled snapshot of ``emit``'s common path, or None (tests turn it off)
+        self._compiled: Callable[..., tuple[Snapshot, int]] | None = _snap_compiled
         self._closed = False
 
     def __repr__(self) -> str:
@@ -304,35 +320,34 @@ class TinybirdLoggingHandler(logging.Handler):
             if formatter is not self._fmt_seen:
                 self._see_formatter(formatter)
             if self._fast and not record.exc_info and not record.exc_text:
-                # ``snapshot()`` for the common record, inline: see ``_event.Snapshot``
-                snap = record.__dict__.copy()
-                msg, args = snap["msg"], snap["args"]
-                if type(msg) is str and (
-                    not args
-                    or (type(args) is tuple and len(args) == 1 and type(args[0]) in DEFERRABLE)
-                ):
-                    # no %-formatting, or one plain argument: the sender merges it (nothing
-                    # of the application's runs here, and no container is kept alive)
-                    snap["args"] = arg = args[0] if args else None
+                if self._compiled is not None:  # the same steps, compiled (see below)
+                    snap, size = self._compiled(
+                        record.__dict__, self._plain, _capture if _OTEL in _modules else _current
+                    )
+                    if size < 0:  # the message is merged now, as below
+                        snap, size = self._merged_now(snap, record, ident)
                 else:
-                    busy_threads[ident] = True  # the re-entry guard (see busy_threads)
-                    try:
-                        msg = record.getMessage()
-                    except Exception:  # noqa: BLE001 - bad %-args must not lose the record
-                        msg = get_message(record)
-                    finally:
-                        busy_threads.pop(ident, None)  # (a fork's reset may have run)
-                    snap["msg"] = msg
-                    snap["args"] = arg = None
-                ctx = snap.get(CTX_ATTR)
-                if ctx is None:
-                    ctx = context.capture() if _OTEL in _modules else _current()
-                snap["exc_text"] = ctx
-                snap["exc_info"] = self._plain
-                size = SNAPSHOT_OVERHEAD + len(msg) + 100 * (len(snap) - BASE_ATTRS)
-                if type(arg) is str:
-                    size += len(arg)
-                # (== snapshot_size(snap), which the sender subtracts when it takes the snapshot)
+                    # ``snapshot()`` for the common record, inline: see ``_event.Snapshot``
+                    snap = record.__dict__.copy()
+                    msg, args = snap["msg"], snap["args"]
+                    if type(msg) is str and (
+                        not args
+                        or (type(args) is tuple and len(args) == 1 and type(args[0]) in DEFERRABLE)
+                    ):
+                        # no %-formatting, or one plain argument: the sender merges it (nothing
+                        # of the application's runs here, and no container is kept alive)
+                        snap["args"] = arg = args[0] if args else None
+                        ctx = snap.get(CTX_ATTR)
+                        if ctx is None:
+                            ctx = _capture() if _OTEL in _modules else _current()
+                        snap["exc_text"] = ctx
+                        snap["exc_info"] = self._plain
+                        size = SNAPSHOT_OVERHEAD + len(msg) + 100 * (len(snap) - BASE_ATTRS)
+                        if type(arg) is str:
+                            size += len(arg)
+                        # (== snapshot_size(snap): the sender subtracts it when it takes it)
+                    else:
+                        snap, size = self._merged_now(snap, record, ident)
             else:
                 busy_threads[ident] = True
                 try:
@@ -347,6 +362,27 @@ class TinybirdLoggingHandler(logging.Handler):
             self._put(snap, size, record.process)
         except Exception:  # noqa: BLE001 - never raise into the application
             self.handleError(record)
+
+    def _merged_now(
+        self, snap: Snapshot, record: logging.LogRecord, ident: int
+    ) -> tuple[Snapshot, int]:
+        """``emit``'s snapshot (``snap``: the record's attributes, copied) of a record whose
+        message is merged on the caller's thread: %-arguments other than one plain value."""
+        busy_threads[ident] = True  # the re-entry guard (see busy_threads)
+        try:
+            msg = record.getMessage()
+        except Exception:  # noqa: BLE001 - bad %-args must not lose the record
+            msg = get_message(record)
+        finally:
+            busy_threads.pop(ident, None)  # (a fork's reset may have run)
+        snap["msg"] = msg
+        snap["args"] = None
+        ctx = snap.get(CTX_ATTR)
+        if ctx is None:
+            ctx = _capture() if _OTEL in _modules else _current()
+        snap["exc_text"] = ctx
+        snap["exc_info"] = self._plain
+        return snap, SNAPSHOT_OVERHEAD + len(msg) + 100 * (len(snap) - BASE_ATTRS)
 
     def _ship_summary(self, record: logging.LogRecord) -> None:
         """Ship a record the gate made ("repeated K times"), as ``emit`` ships one it admits."""

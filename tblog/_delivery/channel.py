@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 
 Encoder = Callable[[Any], "bytes | None"]
 Measure = Callable[[Any], int]
+#: ``sum(map(measure, items))`` of a list of items, when the producer has a faster way.
+MeasureMany = Callable[[list[Any]], int]
 
 #: CPython with the GIL: a deque append is atomic, and so is a statement such as
 #: ``self.count += n`` that calls nothing (the interpreter only switches threads at calls and
@@ -92,6 +94,7 @@ class Channel(Spooling):
         encode: Encoder,
         encode_batch: BatchEncoder | None = None,
         measure: Measure = line_size,
+        measure_many: MeasureMany | None = None,
         label: str = "",
     ) -> None:
         self.sender = sender
@@ -104,6 +107,7 @@ class Channel(Spooling):
         # The memory estimate of an item: ``put`` is given it, and the sender thread recomputes
         # it for what it takes, so no per-item size has to be stored beside the item.
         self.measure = measure
+        self.measure_many: MeasureMany = measure_many or self._measure_each
         self.label = label or datasource
         self.key = (api_url, datasource)
         self.closed = False
@@ -177,6 +181,9 @@ class Channel(Spooling):
         # Segments left by an earlier process (a crash, an exit during an outage): flush()
         # waits for them too, and the thread starts now to replay them.
         self.backlog = self.spool is not None and self.spool.may_have_segments()
+
+    def _measure_each(self, items: list[Any]) -> int:
+        return sum(map(self.measure, items))
 
     def __repr__(self) -> str:
         return f"<tblog Channel {self.label!r} -> {self.api_url} datasource={self.datasource!r}>"
@@ -297,7 +304,7 @@ class Channel(Spooling):
             popleft = self.buf.popleft
             items = [popleft() for _ in range(n)]
             self.signaled = False
-        taken = sum(map(self.measure, items))
+        taken = self.measure_many(items)
         self.buf_bytes -= taken
         try:
             chunks, count = self.encode_batch(items)
@@ -720,7 +727,7 @@ class Channel(Spooling):
             self.draft = Batch()
             self.pending.clear()
         self._recount()
-        gone_bytes = sum(map(self.measure, gone))
+        gone_bytes = self.measure_many(gone)
         self.buf_bytes -= gone_bytes
         if n:
             self._settle(n, lost=True, reason=reason)

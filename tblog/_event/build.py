@@ -3,7 +3,9 @@
 ``EventBuilder`` (sender thread only) turns the snapshots ``tblog._event.snapshot`` took into
 events in the ``tblog`` schema (the ``tb_logs`` row of ``tblog._event.tb_logs``) or in the schema
 of the Tinybird Python SDK's handler, redacts them and encodes each as one NDJSON line within
-``max_event_bytes``; ``encode_batch`` is its fast path for the common record.
+``max_event_bytes``; ``encode_batch`` is its fast path for the common record, a loop in
+Python here, the same loop compiled in ``tblog._speedups`` when that optional module was
+built (see ``tblog._event.compiled``; tests hold the two to the same bytes).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tblog._event import tb_logs
+from tblog._event.compiled import SPEEDUPS
 from tblog._event.encode import (
     LINES_PER_CHUNK,
     Fragment,
@@ -84,8 +87,8 @@ _DIGITS3Z = tuple(f"{i:03d}Z" for i in range(1000))  # its last three digits
 _HEX2 = tuple(f"{i:02x}" for i in range(256))  # the last byte of an event id
 #: The fields of a snapshot that make its tail, or send it down the general path.
 _ROW_OF = operator.itemgetter("exc_info", "stack_info", "created", "exc_text")
-#: The record fields a head is made of, read in one call (KeyError: not a full record).
-_SHAPE_OF = operator.itemgetter(
+#: The record fields a head is made of.
+_SHAPE_KEYS = (
     "name",
     "levelno",
     "levelname",
@@ -98,6 +101,48 @@ _SHAPE_OF = operator.itemgetter(
     "process",
     "processName",
 )
+#: ... read in one call (KeyError: not a full record).
+_SHAPE_OF = operator.itemgetter(*_SHAPE_KEYS)
+
+
+class _Batch:
+    """What the compiled loop (``tblog._speedups.encode_lines``) reads of its builder, for
+    one batch: the caches, the callbacks for what is not plain, the id block."""
+
+    __slots__ = (
+        "extra_json", "extras", "fallback", "fmt_key", "heads", "id_counter", "id_prefix",
+        "limit", "new_extras", "new_head", "per_chunk", "plain_len", "python_line", "rate_key",
+        "redact",
+        "redact_text", "second", "shape_keys", "static", "value_json",
+    )  # fmt: skip
+
+    def __init__(self, builder: EventBuilder) -> None:
+        redactor = builder.redactor
+        self.heads = builder._head_bytes
+        self.new_head = builder._new_head_bytes
+        self.extras = builder._extras
+        self.new_extras = builder._new_extras
+        self.extra_json = builder._extra_json
+        self.fallback = builder._encode_one
+        self.python_line = builder._python_line
+        self.redact = redactor is not None
+        self.redact_text = redactor.text if redactor is not None else str
+        self.static = builder.static_fields
+        self.limit = builder.max_event_bytes
+        self.id_prefix, self.id_counter = ids.state()
+        self.second = _second_text
+        self.value_json = _value_json
+        self.fmt_key, self.rate_key, self.plain_len = FMT_KEY, RATE_KEY, BASE_ATTRS
+        self.per_chunk, self.shape_keys = LINES_PER_CHUNK, _SHAPE_KEYS
+
+
+def _second_text(second: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.`` of a timestamp (its digits follow)."""
+    return iso_utc(second)[:-7]
+
+
+def _value_json(value: Any) -> bytes:
+    return orjson_dumps(value, default=json_default)  # type: ignore[no-any-return]
 
 
 class EventBuilder:
@@ -120,6 +165,9 @@ class EventBuilder:
         self.static_fields = dict(static_fields)
         self.max_event_bytes = max_event_bytes
         self._heads: dict[tuple[Any, ...], Any] = {}  # orjson Fragments
+        self._head_bytes: dict[tuple[Any, ...], bytes] = {}  # the compiled loop's heads
+        #: ``encode_batch`` runs the compiled loop (tests turn it off to run the Python one)
+        self.compiled = SPEEDUPS is not None
         self._extras: dict[tuple[str, ...], _Extras] = {}  # by the snapshot's attribute names
 
     def encode(self, snap: Snapshot) -> bytes | None:
@@ -140,10 +188,29 @@ class EventBuilder:
         if self.schema != "tblog" or orjson_dumps is None:
             return join_lines(map(self._encode_one, snaps))
         redactor = self.redactor
+        if self.compiled and SPEEDUPS is not None:
+            items = snaps if type(snaps) is list else list(snaps)
+            merged = SPEEDUPS.merge_messages(items, _message_or_empty)
+            screened = redactor.screen(merged) if redactor is not None else None
+            chunks, lines = SPEEDUPS.encode_lines(items, merged, screened, _Batch(self))
+            return chunks, lines
         messages = [_message_or_empty(a) for a in snaps]  # merged once: screened, then shipped
         flags = redactor.screen(messages) if redactor is not None else None
+        return self._encode_loop(snaps, messages, flags)
+
+    def _python_line(self, snap: Snapshot, message: str, flag: bool | None) -> bytes | None:
+        """The Python loop's line for one snapshot the compiled loop leaves to it (a message or
+        trace id that is not text, a time it does not take on), or None."""
+        chunks, count = self._encode_loop((snap,), [message], None if flag is None else [flag])
+        return chunks[0] if count else None
+
+    def _encode_loop(
+        self, snaps: Sequence[Snapshot], messages: list[str], flags: list[bool] | None
+    ) -> tuple[list[bytes], int]:
+        """``encode_batch``'s loop in Python (``messages`` merged, ``flags`` screened)."""
+        redactor = self.redactor
         heads, shape_of, plain_len, extras = self._heads, _SHAPE_OF, BASE_ATTRS, self._extras
-        static, limit, scalars = self.static_fields, self.max_event_bytes, _SCALARS
+        static, limit, final_extra = self.static_fields, self.max_event_bytes, self._final_extra
         odumps, default = orjson_dumps, json_default
         (id_prefix, id_counter), id_block, last_hi = ids.state(), "", -1
         last_ms, last_sec, second, prefix = -1, -1, "", ""
@@ -173,17 +240,6 @@ class EventBuilder:
                 if shape != last_shape:
                     event["level"] = heads.get(shape) or self._new_head(a, shape)
                     last_shape = shape
-                micros = int(created * 1_000_000 + 0.5)
-                if micros // 1000 != last_ms:  # a new millisecond: "...T12:00:00.123"
-                    last_ms = micros // 1000
-                    if last_ms // 1000 != last_sec:
-                        last_sec = last_ms // 1000
-                        second = iso_utc(last_sec)[:-7]
-                    prefix = second + digits[last_ms % 1000]
-                number = next(id_counter)
-                if number >> 8 != last_hi:  # ids come in blocks of 256 that share 40 bits
-                    last_hi = number >> 8
-                    id_block = f"{id_prefix}{last_hi & 0xFFFFFFFFFF:010x}"
                 secret = False
                 extra: dict[str, Any]
                 if len(a) == plain_len:
@@ -199,19 +255,21 @@ class EventBuilder:
                     extra = {}
                     for key in keys:
                         extra[key] = a[key]
-                if bound or static:
-                    extra = {**static, **bound, **extra}
-                if redactor is not None:
-                    if flags is not None and flags[i]:
-                        message = redactor.text(message)
-                    if secret or bound or static:
-                        extra = redactor.flat(extra)
-                    else:
-                        for value in extra.values():
-                            t = type(value)
-                            if t not in scalars and (t is not str or len(value) >= 8):
-                                extra = redactor.flat(extra)
-                                break
+                micros = int(created * 1_000_000 + 0.5)
+                if micros // 1000 != last_ms:  # a new millisecond: "...T12:00:00.123"
+                    last_ms = micros // 1000
+                    if last_ms // 1000 != last_sec:
+                        last_sec = last_ms // 1000
+                        second = iso_utc(last_sec)[:-7]
+                    prefix = second + digits[last_ms % 1000]
+                number = next(id_counter)
+                if number >> 8 != last_hi:  # ids come in blocks of 256 that share 40 bits
+                    last_hi = number >> 8
+                    id_block = f"{id_prefix}{last_hi & 0xFFFFFFFFFF:010x}"
+                if redactor is not None and flags is not None and flags[i]:
+                    message = redactor.text(message)
+                if bound or static or redactor is not None:
+                    extra = final_extra(extra, bound, secret)
                 event["timestamp"] = prefix + digits_z[micros % 1000]
                 event["message"] = message
                 event["trace_id"] = trace_id
@@ -242,6 +300,39 @@ class EventBuilder:
             self._extras.clear()
         found = self._extras[names] = (keys, secret)
         return found
+
+    def _extra_json(self, extra: dict[str, Any], bound: Mapping[str, Any], secret: bool) -> bytes:
+        """The compiled loop's ``extra`` when it is not plain, encoded."""
+        return orjson_dumps(  # type: ignore[no-any-return]
+            self._final_extra(extra, bound, secret), default=json_default
+        )
+
+    def _final_extra(
+        self, extra: dict[str, Any], bound: Mapping[str, Any], secret: bool
+    ) -> dict[str, Any]:
+        """A record's ``extra`` (``secret``: a key names a secret) with the static and bound
+        fields, redacted where it may hold a secret: a secret's name, bound or static fields,
+        a value other than a number or a text under 8 characters."""
+        static, redactor = self.static_fields, self.redactor
+        if bound or static:
+            extra = {**static, **bound, **extra}
+        if redactor is not None:
+            if secret or bound or static:
+                extra = redactor.flat(extra)
+            else:
+                for value in extra.values():
+                    t = type(value)
+                    if t not in _SCALARS and (t is not str or len(value) >= 8):
+                        extra = redactor.flat(extra)
+                        break
+        return extra
+
+    def _new_head_bytes(self, a: Snapshot, shape: tuple[Any, ...]) -> bytes:
+        """The compiled loop's head: ``{"level":`` and the head fields, up to the tail."""
+        if len(self._head_bytes) >= _HEADS_MAX:
+            self._head_bytes.clear()
+        head = self._head_bytes[shape] = dumps(self._head(a))[:-1]
+        return head
 
     def _new_head(self, a: Snapshot, shape: tuple[Any, ...]) -> Any:
         """The head of ``a``'s call site as the encoded value of ``"level"``, up to the tail.

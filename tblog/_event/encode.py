@@ -178,6 +178,9 @@ def _isal() -> Any:
 _fast_gzip = _isal()
 
 
+#: zlib's ``memLevel`` for request bodies (see ``gzip_lines``).
+ZLIB_MEM_LEVEL = 6
+
 #: Encoded lines are kept joined by newlines in chunks of this many: orjson's output keeps
 #: the buffer it grew (a 300-byte line can hold 4 KB), and chunks of this size come and go
 #: without the system's help (a batch's body is never one megabyte-sized buffer).
@@ -205,8 +208,12 @@ def gzip_lines(chunks: list[bytes], end: bytes = b"\n", level: int = 1) -> bytes
     The compressed output is a fortieth of a batch of log lines: no megabyte-sized buffer is
     made (and given back to the system, and faulted in again for the next batch).
     """
-    module = _fast_gzip if _fast_gzip is not None else zlib
-    compressor = module.compressobj(level, zlib.DEFLATED, 31)
+    if _fast_gzip is not None:
+        compressor = _fast_gzip.compressobj(level, zlib.DEFLATED, 31)
+    else:
+        # memLevel 6: zlib's hash table a quarter of its default, held in the cache while it
+        # runs: 15% less CPU for log lines, and 3% larger output (measured: 41x against 42x)
+        compressor = zlib.compressobj(level, zlib.DEFLATED, 31, ZLIB_MEM_LEVEL)
     out = []
     for chunk in chunks:
         out.append(compressor.compress(chunk))
