@@ -26,7 +26,7 @@ from benchmarks.candidates import CANDIDATES
 # The rows of each table, by candidate key (benchmarks.candidates).
 CALLER = [k for k in CANDIDATES if k not in ("structlog-drop", "tblog-zlib")]
 FAILING = ["tblog", "tblog-queue", "sdk", "sdk-queue", "otel", "logtail", "logtide"]
-END_TO_END = ["tblog", "tblog-zlib", "otel", "logtail", "logtide", "sdk-queue"]
+END_TO_END = ["tblog", "tblog-zlib", "tblog-pure", "otel", "logtail", "logtide", "sdk-queue"]
 EXIT = ["tblog", "tblog-queue", "sdk-queue", "otel", "logtail", "logtide"]
 EXIT_NOTE = {"otel": " (no `shutdown()`)", "logtide": " (no `client.close()`)"}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,6 +105,17 @@ def _tblog_zlib(url: str, burst: int) -> Built:
 
     _encode._fast_gzip = None  # this child process only (end-to-end rows run one each)
     return _tblog(url, burst)
+
+
+def _tblog_pure(url: str, burst: int) -> Built:
+    """tblog installed where it could not compile ``tblog._speedups`` (no C compiler), without
+    the ``speedups`` extra: every step in Python."""
+    os.environ["TBLOG_PURE_PYTHON"] = "1"  # read when tblog is first imported, in this child
+    from tblog._event import compiled
+
+    if compiled.SPEEDUPS is not None:
+        raise RuntimeError("tblog was imported before TBLOG_PURE_PYTHON was set")
+    return _tblog_zlib(url, burst)
 
 
 def _tblog_queue(url: str, burst: int, q: Any = None) -> Built:
@@ -242,8 +254,13 @@ CANDIDATES: dict[str, Candidate] = {
         Candidate("stdlib-queue", "stdlib QueueHandler + QueueListener", _stdlib_queue),
         Candidate("tblog", "tblog TinybirdLoggingHandler", _tblog, "tinybird"),
         Candidate(
-            "tblog-zlib", "tblog TinybirdLoggingHandler, zlib (without `tblog[speedups]`)",
+            "tblog-zlib",
+            "tblog TinybirdLoggingHandler, zlib (the default install: without `tblog[speedups]`)",
             _tblog_zlib, "tinybird",
+        ),
+        Candidate(
+            "tblog-pure", "tblog TinybirdLoggingHandler, pure Python (no C compiler; zlib)",
+            _tblog_pure, "tinybird",
         ),
         Candidate(
             "tblog-sampled", "tblog TinybirdLoggingHandler, sampling on (INFO at 0.5)",

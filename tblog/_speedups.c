@@ -4,11 +4,13 @@
  * or no C compiler), and ``tblog._event.build`` holds the pure-Python reference of every step
  * here; tests hold the two to the same bytes.  On the caller's thread:
  *
- * ``snapshot(attrs, plain, current)``: the handler's snapshot of a common record (see
+ * ``snapshot(attrs, plain)``: the handler's snapshot of a common record (see
  * ``TinybirdLoggingHandler.emit``): ``attrs`` (the record's ``__dict__``) copied, a single plain
  * %-argument kept for the sender to merge, the context (``attrs[CTX_ATTR]``, else
- * ``current()``) and ``plain`` in the reused slots; returns ``(snapshot, size)``, or
- * ``(copy, -1)`` when the message must be merged now (the handler does that, and the rest).
+ * ``context.capture()`` once OpenTelemetry's ``opentelemetry.trace`` is imported, else
+ * ``context.current()``) and ``plain`` in the reused slots; returns ``(snapshot, size)``,
+ * ``(copy, -1)`` when the message must be merged now (the handler does that, and the rest),
+ * or ``(None, -2)`` for a record with an exception (the handler's general snapshot).
  * The snapshot is left to the garbage collector's blind side: nothing but the buffer refers
  * to it, so it can be in no reference cycle, and collections do not walk (and promote) the
  * records waiting in the buffer.
@@ -174,17 +176,27 @@ static int intern_all(void) {
 
 /* -- snapshot ---------------------------------------------------------------------------- */
 
-static PyObject *CTX_ATTR = NULL;
+static PyObject *CTX_ATTR = NULL, *CURRENT = NULL, *CAPTURE = NULL, *MODULES = NULL;
+static PyObject *OTEL = NULL;
 static Py_ssize_t SNAP_OVERHEAD = 0, SNAP_BASE = 0;
 
 static PyObject *S_fmt_key_const;
 
 static PyObject *configure(PyObject *self, PyObject *args) {
-    PyObject *ctx_attr, *fmt_key;
+    PyObject *ctx_attr, *fmt_key, *current, *capture, *modules, *otel;
     Py_ssize_t overhead, base;
-    if (!PyArg_ParseTuple(args, "UnnU", &ctx_attr, &overhead, &base, &fmt_key)) {
+    if (!PyArg_ParseTuple(args, "UnnUOOO!U", &ctx_attr, &overhead, &base, &fmt_key, &current,
+                          &capture, &PyDict_Type, &modules, &otel)) {
         return NULL;
     }
+    Py_INCREF(current);
+    Py_XSETREF(CURRENT, current);
+    Py_INCREF(capture);
+    Py_XSETREF(CAPTURE, capture);
+    Py_INCREF(modules);
+    Py_XSETREF(MODULES, modules);
+    Py_INCREF(otel);
+    Py_XSETREF(OTEL, otel);
     Py_INCREF(ctx_attr);
     Py_XSETREF(CTX_ATTR, ctx_attr);
     Py_INCREF(fmt_key);
@@ -197,9 +209,20 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 static int deferrable(PyObject *arg);
 
 static PyObject *snapshot(PyObject *self, PyObject *const *argv, Py_ssize_t argc) {
-    if (argc != 3 || !PyDict_Check(argv[0]) || CTX_ATTR == NULL) {
-        PyErr_SetString(PyExc_TypeError, "snapshot(attrs: dict, plain, current), once configured");
+    if (argc != 2 || !PyDict_Check(argv[0]) || CTX_ATTR == NULL) {
+        PyErr_SetString(PyExc_TypeError, "snapshot(attrs: dict, plain), once configured");
         return NULL;
+    }
+    PyObject *slots[2] = {S_exc_info, S_exc_text}; /* ``not exc_info and not exc_text`` */
+    for (int k = 0; k < 2; k++) {
+        PyObject *v = PyDict_GetItemWithError(argv[0], slots[k]);
+        int truth = v != NULL ? PyObject_IsTrue(v) : (PyErr_Occurred() ? -1 : 1);
+        if (truth < 0) {
+            return NULL;
+        }
+        if (truth) {
+            return Py_BuildValue("(On)", Py_None, (Py_ssize_t)-2);
+        }
     }
     PyObject *snap = PyDict_Copy(argv[0]);
     if (snap == NULL) {
@@ -245,9 +268,11 @@ static PyObject *snapshot(PyObject *self, PyObject *const *argv, Py_ssize_t argc
         return NULL;
     }
     PyObject *ctx = PyDict_GetItemWithError(snap, CTX_ATTR);
+    int otel = 0;
     if (ctx != NULL && ctx != Py_None) {
         Py_INCREF(ctx);
-    } else if (PyErr_Occurred() || (ctx = PyObject_CallNoArgs(argv[2])) == NULL) {
+    } else if (PyErr_Occurred() || (otel = PyDict_Contains(MODULES, OTEL)) < 0 ||
+               (ctx = PyObject_CallNoArgs(otel ? CAPTURE : CURRENT)) == NULL) {
         Py_DECREF(snap);
         return NULL;
     }
@@ -1016,11 +1041,12 @@ error:
 }
 
 static PyMethodDef speedups_methods[] = {
-    {"configure", configure, METH_VARARGS, "configure(ctx_attr, overhead, base_attrs, fmt_key)"},
+    {"configure", configure, METH_VARARGS,
+     "configure(ctx_attr, overhead, base_attrs, fmt_key, current, capture, modules, otel)"},
     {"snapshot_sizes", (PyCFunction)(void (*)(void))snapshot_sizes, METH_FASTCALL,
      "snapshot_sizes(snaps, exc_type, measure) -> int"},
     {"snapshot", (PyCFunction)(void (*)(void))snapshot, METH_FASTCALL,
-     "snapshot(attrs, plain, current) -> (snapshot, size)"},
+     "snapshot(attrs, plain) -> (snapshot, size)"},
     {"merge_messages", (PyCFunction)(void (*)(void))merge_messages, METH_FASTCALL,
      "merge_messages(snaps, fallback) -> list[str]"},
     {"encode_lines", (PyCFunction)(void (*)(void))encode_lines, METH_FASTCALL,

@@ -32,6 +32,7 @@ from tblog._config import Options
 from tblog._delivery import lifecycle as _lifecycle
 from tblog._delivery import reports as _reports
 from tblog._delivery.channel import Channel
+from tblog._delivery.producer import ProducerControl
 from tblog._delivery.sender import (
     SHUTDOWN_TIMEOUT,
     _Default,
@@ -41,9 +42,10 @@ from tblog._delivery.sender import (
     still_busy,
 )
 from tblog._event.build import EventBuilder
+from tblog._event.compiled import OTEL_MODULE as _OTEL
 from tblog._event.compiled import SPEEDUPS
 from tblog._event.encode import jsonable
-from tblog._event.gate import RATE_KEY, Gate, counters, drain_all, drain_quietly
+from tblog._event.gate import RATE_KEY, Gate, drain_all
 from tblog._event.redact import build_redactor
 from tblog._event.snapshot import (
     BASE_ATTRS,
@@ -68,7 +70,6 @@ from tblog._queues import fast_put, take_all
 
 __all__ = ["TinybirdLoggingHandler", "TinybirdLoggingQueueHandler", "TinybirdQueueListener"]
 
-_OTEL = "opentelemetry.trace"  # imported: an OpenTelemetry span may be current (context.capture)
 _current = context.current
 _capture = context.capture
 #: The compiled snapshot of a common record (``tblog._event.compiled``), or None.
@@ -113,7 +114,7 @@ def _one_of(name: str, value: Any, sdk_name: str, sdk_value: Any) -> Any:
     return sdk_value
 
 
-class TinybirdLoggingHandler(logging.Handler):
+class TinybirdLoggingHandler(ProducerControl, logging.Handler):
     """Ship log records to a Tinybird datasource through the Events API, in batches.
 
     ``TinybirdLoggingHandler(api_url, token, app_name, ds_name="tb_logs", **options)``:
@@ -280,8 +281,11 @@ class TinybirdLoggingHandler(logging.Handler):
         self._fmt_kind = FMT_NONE
         self._plain: logging.Formatter | None = None
         self._fast = not self._keep_args
-        #: the compiled snapshot of ``emit``'s common path, or None (tests turn it off)
-        self._compiled: Callable[..., tuple[Snapshot, int]] | None = _snap_compiled
+        #: the compiled snapshot of ``emit``'s common path where ``_fast`` holds, else None
+        #: (then the Python steps run; tests set None to run them)
+        self._compiled: Callable[..., tuple[Any, int]] | None = (
+            _snap_compiled if self._fast else None
+        )
         self._closed = False
 
     def __repr__(self) -> str:
@@ -319,41 +323,39 @@ class TinybirdLoggingHandler(logging.Handler):
             formatter = self.formatter
             if formatter is not self._fmt_seen:
                 self._see_formatter(formatter)
-            if self._fast and not record.exc_info and not record.exc_text:
-                if self._compiled is not None:  # the same steps, compiled (see below)
-                    snap, size = self._compiled(
-                        record.__dict__, self._plain, _capture if _OTEL in _modules else _current
+            compiled = self._compiled
+            if compiled is not None:  # the steps below, compiled (``_fast`` holds)
+                snap, size = compiled(record.__dict__, self._plain)
+                if size < 0:  # -1: the message is merged now; -2: an exception
+                    snap, size = (
+                        self._merged_now(snap, record, ident)
+                        if size == -1
+                        else self._general(record, formatter, ident)
                     )
-                    if size < 0:  # the message is merged now, as below
-                        snap, size = self._merged_now(snap, record, ident)
+            elif self._fast and not record.exc_info and not record.exc_text:
+                # ``snapshot()`` for the common record, inline: see ``_event.Snapshot``
+                snap = record.__dict__.copy()
+                msg, args = snap["msg"], snap["args"]
+                if type(msg) is str and (
+                    not args
+                    or (type(args) is tuple and len(args) == 1 and type(args[0]) in DEFERRABLE)
+                ):
+                    # no %-formatting, or one plain argument: the sender merges it (nothing
+                    # of the application's runs here, and no container is kept alive)
+                    snap["args"] = arg = args[0] if args else None
+                    ctx = snap.get(CTX_ATTR)
+                    if ctx is None:
+                        ctx = _capture() if _OTEL in _modules else _current()
+                    snap["exc_text"] = ctx
+                    snap["exc_info"] = self._plain
+                    size = SNAPSHOT_OVERHEAD + len(msg) + 100 * (len(snap) - BASE_ATTRS)
+                    if type(arg) is str:
+                        size += len(arg)
+                    # (== snapshot_size(snap): the sender subtracts it when it takes it)
                 else:
-                    # ``snapshot()`` for the common record, inline: see ``_event.Snapshot``
-                    snap = record.__dict__.copy()
-                    msg, args = snap["msg"], snap["args"]
-                    if type(msg) is str and (
-                        not args
-                        or (type(args) is tuple and len(args) == 1 and type(args[0]) in DEFERRABLE)
-                    ):
-                        # no %-formatting, or one plain argument: the sender merges it (nothing
-                        # of the application's runs here, and no container is kept alive)
-                        snap["args"] = arg = args[0] if args else None
-                        ctx = snap.get(CTX_ATTR)
-                        if ctx is None:
-                            ctx = _capture() if _OTEL in _modules else _current()
-                        snap["exc_text"] = ctx
-                        snap["exc_info"] = self._plain
-                        size = SNAPSHOT_OVERHEAD + len(msg) + 100 * (len(snap) - BASE_ATTRS)
-                        if type(arg) is str:
-                            size += len(arg)
-                        # (== snapshot_size(snap): the sender subtracts it when it takes it)
-                    else:
-                        snap, size = self._merged_now(snap, record, ident)
+                    snap, size = self._merged_now(snap, record, ident)
             else:
-                busy_threads[ident] = True
-                try:
-                    snap, size = snapshot(record, self._fmt_kind, formatter, self._keep_args)
-                finally:
-                    busy_threads.pop(ident, None)  # (a fork's reset may have run)
+                snap, size = self._general(record, formatter, ident)
             if admit is not None and rate != 1.0:  # kept by sampling: the row says its rate
                 snap[RATE_KEY] = rate  # (the snapshot is tblog's own copy of the record)
                 size += 100  # one more attribute (see snapshot_size)
@@ -362,6 +364,16 @@ class TinybirdLoggingHandler(logging.Handler):
             self._put(snap, size, record.process)
         except Exception:  # noqa: BLE001 - never raise into the application
             self.handleError(record)
+
+    def _general(
+        self, record: logging.LogRecord, formatter: logging.Formatter | None, ident: int
+    ) -> tuple[Snapshot, int]:
+        """``emit``'s snapshot of any record (``snapshot()``), under the re-entry guard."""
+        busy_threads[ident] = True
+        try:
+            return snapshot(record, self._fmt_kind, formatter, self._keep_args)
+        finally:
+            busy_threads.pop(ident, None)  # (a fork's reset may have run)
 
     def _merged_now(
         self, snap: Snapshot, record: logging.LogRecord, ident: int
@@ -398,10 +410,6 @@ class TinybirdLoggingHandler(logging.Handler):
             busy_threads.pop(ident, None)
         self._put(snap, size, record.process)
 
-    def _drain(self) -> None:
-        """The gate's summaries of what it holds back now (before a flush, a close)."""
-        drain_quietly(self._gate)
-
     def _refused_name(self, name: str) -> bool:
         return _config.refused_name(name, self._ignore, self._ignore_cache)
 
@@ -411,6 +419,7 @@ class TinybirdLoggingHandler(logging.Handler):
         self._fmt_kind = kind
         self._plain = formatter if kind == FMT_PLAIN else None
         self._fast = not self._keep_args and kind in (FMT_NONE, FMT_PLAIN)
+        self._compiled = _snap_compiled if self._fast else None
         self._fmt_seen = formatter
 
     def accept(self, snap: Snapshot) -> None:
@@ -432,41 +441,20 @@ class TinybirdLoggingHandler(logging.Handler):
         Records held by ``keep_trace_on_error`` wait for their trace's error (or their
         ``trace_hold_seconds``): they are not part of it.
         """
-        if self._hold is not None:
-            self._hold.expire()
-        self._drain()
-        return self._sender.flush(timeout, [self._channel])
+        return self._flush_channel(timeout)
 
     def close(self) -> None:
         """Deliver what is buffered (within ``shutdown_timeout``) and detach. Idempotent."""
         if self._closed:
             return
-        self._drain()
-        self._closed = True
         try:
-            if self._hold is not None:  # their traces logged no error while it lived
-                self._hold.discard(close=True)
-            locked = holds_logging_lock()
-            if not locked:
-                self._sender.flush(self._sender.close_timeout(self._channel), [self._channel])
-            # Inside dictConfig/logging.shutdown we do not wait: the shared sender keeps
-            # delivering this channel's records in the background, and at exit.
-            self._channel.closed = True
-            # its last drop report (tblog._delivery.reports), delivered like its records
-            _reports.reporter.report_final(
-                self._channel, 0.0 if locked else self._sender.close_timeout(self._channel)
-            )
+            self._close_channel()
         finally:
             super().close()
 
     def stats(self) -> dict[str, Any]:
         """Counters of this handler: enqueued, sent, batches, bytes, drops by reason, and more."""
-        stats = self._channel.stats()
-        stats["ignored"] = self.ignored
-        stats["trace_held"] = self._hold.held if self._hold is not None else 0
-        stats.update(counters(self._gate))
-        stats["app_name"] = self.app_name
-        return stats
+        return self._producer_stats()
 
 
 _TRACEBACK = "\nTraceback (most recent call last):\n"

@@ -37,17 +37,17 @@ from typing import Any
 from tblog import _config, _diag, context
 from tblog._delivery import reports as _reports
 from tblog._delivery.channel import Channel
+from tblog._delivery.producer import ProducerControl
 from tblog._delivery.sender import (
     SHUTDOWN_TIMEOUT,
     _Default,
     busy_threads,
     get_sender,
-    holds_logging_lock,
     still_busy,
 )
 from tblog._event import tb_logs
 from tblog._event.encode import dumps, shrink_event, to_text
-from tblog._event.gate import RATE_KEY, Gate, counters, drain_quietly
+from tblog._event.gate import RATE_KEY, Gate
 from tblog._event.redact import build_redactor
 from tblog._event.snapshot import CTX_ATTR, ExcInfo, exc_of, extras_of
 from tblog._event.tb_logs import iso_utc
@@ -128,7 +128,7 @@ def _snap_size(snap: _Snap) -> int:
     return 400 + 64 * len(snap[0]) + (len(exc.stacktrace) if exc is not None else 0)
 
 
-class TinybirdProcessor:
+class TinybirdProcessor(ProducerControl):
     """A structlog processor that ships every event dict to a Tinybird datasource.
 
     ``TinybirdProcessor(api_url, token, app_name, ds_name="tb_logs", **options)``
@@ -340,9 +340,6 @@ class TinybirdProcessor:
         )  # fmt: skip
         self._channel.put(snap, _snap_size(snap), pid)
 
-    def _drain(self) -> None:
-        drain_quietly(self._gate)
-
     def _check_chain(self) -> str:
         """Why structlog's configured chain is wrong for this processor ("" when it is fine)."""
         try:
@@ -473,39 +470,17 @@ class TinybirdProcessor:
         waits without a limit.  Events held by ``keep_trace_on_error`` wait for their
         trace's error (or their ``trace_hold_seconds``): they are not part of it.
         """
-        if self._hold is not None:
-            self._hold.expire()
-        self._drain()
-        return self._sender.flush(timeout, [self._channel])
+        return self._flush_channel(timeout)
 
     def close(self) -> None:
         """Deliver what is buffered (within ``shutdown_timeout``) and stop shipping. Idempotent."""
-        if self._closed:
-            return
-        self._drain()
-        self._closed = True
-        if self._hold is not None:  # their traces logged no error while it lived
-            self._hold.discard(close=True)
-        locked = holds_logging_lock()
-        if not locked:
-            self._sender.flush(self._sender.close_timeout(self._channel), [self._channel])
-        self._channel.closed = True
-        # its last drop report (tblog._delivery.reports), delivered like its events
-        _reports.reporter.report_final(
-            self._channel, 0.0 if locked else self._sender.close_timeout(self._channel)
-        )
+        if not self._closed:
+            self._close_channel()
 
     def stats(self) -> dict[str, Any]:
         """Counters: enqueued, sent, batches, bytes, drops by reason, ignored, filtered, and
         duplicates (a record that reached the processor again, not shipped twice)."""
-        stats = self._channel.stats()
-        stats["ignored"] = self.ignored
-        stats["filtered"] = self.filtered
-        stats["duplicates"] = self.duplicates
-        stats["trace_held"] = self._hold.held if self._hold is not None else 0
-        stats.update(counters(self._gate))
-        stats["app_name"] = self.app_name
-        return stats
+        return self._producer_stats(filtered=self.filtered, duplicates=self.duplicates)
 
 
 #: Records remembered for ``_seen_before``.

@@ -54,6 +54,7 @@ def test_benchmarks_quick_run() -> None:
         "tblog TinybirdLoggingQueueHandler",
         "tblog TinybirdLoggingQueueHandler on a `queue.SimpleQueue`",
         "tblog structlog TinybirdProcessor",
+        "tblog TinybirdLoggingHandler, pure Python (no C compiler; zlib)",
         *PEERS,
     ]:
         _row(caller, label)
@@ -69,7 +70,8 @@ def test_benchmarks_quick_run() -> None:
     e2e = _section(out, "End to end")
     for label in ["tblog TinybirdLoggingHandler", *PEERS[1:]]:
         _row(e2e, label)
-    _row(e2e, "tblog TinybirdLoggingHandler, zlib (without `tblog[speedups]`)")
+    _row(e2e, "tblog TinybirdLoggingHandler, zlib (the default install: without `tblog[speedups]`)")
+    _row(e2e, "tblog TinybirdLoggingHandler, pure Python (no C compiler; zlib)")
     assert "| tblog TinybirdLoggingHandler | 1 |" in e2e
     assert "| tblog TinybirdLoggingHandler | 8 |" in e2e
     for line in e2e.splitlines():

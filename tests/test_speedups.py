@@ -316,19 +316,26 @@ def recorded() -> Iterator[tuple[tblog.TinybirdLoggingHandler, Seen]]:
     args=_ARGS,
     extra=st.dictionaries(_KEY, _VALUE, max_size=3),
     ctx=st.sampled_from([None, ("t" * 32, "s" * 16, {"k": 1})]),
+    exc=st.booleans(),
 )
 def test_the_compiled_snapshot_is_the_python_snapshot(
     msg: str,
     args: Any,
     extra: dict[str, Any],
     ctx: Any,
+    exc: bool,
     recorded: tuple[tblog.TinybirdLoggingHandler, Seen],
 ) -> None:
     handler, seen = recorded
     seen.clear()
+    if exc:  # the general snapshot, on both paths
+        try:
+            raise KeyError("boom")
+        except KeyError:
+            exc_info = sys.exc_info()
     if args is not None and len(args) == 1 and isinstance(args[0], dict):
         msg = "x=%(x)s"
-    record = logging.LogRecord("app", 20, "/srv/app.py", 3, msg, args, None)
+    record = logging.LogRecord("app", 20, "/srv/app.py", 3, msg, args, exc_info if exc else None)
     for key, value in extra.items():
         record.__dict__.setdefault(key, value)
     if ctx is not None:

@@ -12,11 +12,17 @@ hold the two paths to the same snapshots and the same bytes.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
+from tblog import context
 from tblog._event.snapshot import BASE_ATTRS, CTX_ATTR, FMT_KEY, SNAPSHOT_OVERHEAD
 
-__all__ = ["SPEEDUPS", "load"]
+__all__ = ["OTEL_MODULE", "SPEEDUPS", "load"]
+
+#: Once this module is imported, an OpenTelemetry span may be current: the context is then
+#: ``context.capture()``'s (which looks for one), else ``context.current()``'s.
+OTEL_MODULE = "opentelemetry.trace"
 
 
 def load() -> Any:
@@ -27,7 +33,10 @@ def load() -> Any:
         from tblog import _speedups  # noqa: PLC0415 - optional
     except ImportError:
         return None
-    _speedups.configure(CTX_ATTR, SNAPSHOT_OVERHEAD, BASE_ATTRS, FMT_KEY)
+    _speedups.configure(
+        CTX_ATTR, SNAPSHOT_OVERHEAD, BASE_ATTRS, FMT_KEY, context.current, context.capture,
+        sys.modules, OTEL_MODULE,
+    )  # fmt: skip
     return _speedups
 
 
