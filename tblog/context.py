@@ -44,6 +44,10 @@ __all__ = [
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
+#: Once this module is imported, an OpenTelemetry span may be current: the producers then take
+#: the context from ``capture()`` (which looks for one), else from ``current()``.
+OTEL_MODULE = "opentelemetry.trace"
+
 Context = tuple[str, str, Mapping[str, Any]]  # (trace_id, span_id, bound fields)
 _ctx: ContextVar[Context] = ContextVar("tblog_context", default=("", "", _EMPTY))
 
@@ -211,7 +215,7 @@ def capture() -> tuple[str, str, Mapping[str, Any]]:
     When OpenTelemetry is in use (its ``opentelemetry.trace`` module is imported)
     and a valid span is current, that span's ids are the event's.
     """
-    otel = sys.modules.get("opentelemetry.trace")
+    otel = sys.modules.get(OTEL_MODULE)
     if otel is not None and _otel_span_may_be_current():
         ids = _otel_ids(otel)
         if ids is not None:
@@ -261,7 +265,7 @@ def otel_ids() -> tuple[str, str] | None:
 
     Never imports OpenTelemetry: without it this is one dictionary lookup.
     """
-    otel = sys.modules.get("opentelemetry.trace")
+    otel = sys.modules.get(OTEL_MODULE)
     return _otel_ids(otel) if otel is not None else None
 
 

@@ -42,7 +42,6 @@ from tblog._delivery.sender import (
     still_busy,
 )
 from tblog._event.build import EventBuilder
-from tblog._event.compiled import OTEL_MODULE as _OTEL
 from tblog._event.compiled import SPEEDUPS
 from tblog._event.encode import jsonable
 from tblog._event.gate import RATE_KEY, Gate, drain_all
@@ -72,6 +71,7 @@ __all__ = ["TinybirdLoggingHandler", "TinybirdLoggingQueueHandler", "TinybirdQue
 
 _current = context.current
 _capture = context.capture
+_OTEL = context.OTEL_MODULE  # imported: an OpenTelemetry span may be current (context.capture)
 #: The compiled snapshot of a common record (``tblog._event.compiled``), or None.
 _snap_compiled = SPEEDUPS.snapshot if SPEEDUPS is not None else None
 

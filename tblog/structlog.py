@@ -62,7 +62,7 @@ __all__ = ["TinybirdProcessor"]
 
 _get_ident = threading.get_ident
 _modules = sys.modules
-_OTEL = "opentelemetry.trace"  # imported: an OpenTelemetry span may be current (context.capture)
+_OTEL = context.OTEL_MODULE  # imported: an OpenTelemetry span may be current (context.capture)
 _current = context.current
 
 # Level names as structlog spells them (method names and ``add_log_level`` values).

@@ -18,11 +18,7 @@ from typing import Any
 from tblog import context
 from tblog._event.snapshot import BASE_ATTRS, CTX_ATTR, FMT_KEY, SNAPSHOT_OVERHEAD
 
-__all__ = ["OTEL_MODULE", "SPEEDUPS", "load"]
-
-#: Once this module is imported, an OpenTelemetry span may be current: the context is then
-#: ``context.capture()``'s (which looks for one), else ``context.current()``'s.
-OTEL_MODULE = "opentelemetry.trace"
+__all__ = ["SPEEDUPS", "load"]
 
 
 def load() -> Any:
@@ -35,7 +31,7 @@ def load() -> Any:
         return None
     _speedups.configure(
         CTX_ATTR, SNAPSHOT_OVERHEAD, BASE_ATTRS, FMT_KEY, context.current, context.capture,
-        sys.modules, OTEL_MODULE,
+        sys.modules, context.OTEL_MODULE,
     )  # fmt: skip
     return _speedups
 
