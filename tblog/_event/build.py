@@ -112,8 +112,7 @@ class _Batch:
     __slots__ = (
         "extra_json", "extras", "fallback", "fmt_key", "heads", "id_counter", "id_prefix",
         "limit", "new_extras", "new_head", "per_chunk", "plain_len", "python_line", "rate_key",
-        "redact",
-        "redact_text", "second", "shape_keys", "static", "value_json",
+        "redact", "redact_text", "second", "shape_keys", "static", "value_json",
     )  # fmt: skip
 
     def __init__(self, builder: EventBuilder) -> None:
