@@ -8,6 +8,7 @@ stderr naming the host, never a traceback), and Ctrl-C ends it with exit status 
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import signal
@@ -316,6 +317,18 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def _flaky_server() -> Iterator[str]:
+    """A loopback server answering as ``_Flaky`` does; yields its URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_backoff_is_capped_exponential_and_a_refusal_ends_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -343,15 +356,8 @@ def test_a_busy_server_is_waited_out_and_a_refusal_ends_it(
 ) -> None:
     monkeypatch.setattr(read, "sleep", lambda s: None)
     _Flaky.hits = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with _flaky_server() as url:
         code = cli.main(["tail", "--host", url, "--token", TOKEN])
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert code == 1
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) >= 2, lines
@@ -449,15 +455,8 @@ def test_each_failed_request_is_one_retry_line_at_once(
     monkeypatch.setattr(foreground, "sleep", no_hidden_wait)
     _Flaky.hits = []
     monkeypatch.setattr(_Flaky, "busy", 5)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with _flaky_server() as url:
         code = cli.main(["tail", "--host", url, "--token", TOKEN])
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert code == 1
     lines = capsys.readouterr().err.splitlines()
     retried = [line for line in lines if "retrying in" in line]
@@ -467,11 +466,7 @@ def test_each_failed_request_is_one_retry_line_at_once(
 def test_a_query_client_without_retries_sends_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """``QueryClient(retry=False)``: a 503 is the caller's at once (the default retries)."""
     monkeypatch.setattr(foreground, "sleep", lambda s: None)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with _flaky_server() as url:
         for retry, sends in ((False, 1), (True, 8)):
             _Flaky.hits = []
             with (
@@ -480,6 +475,3 @@ def test_a_query_client_without_retries_sends_once(monkeypatch: pytest.MonkeyPat
             ):
                 client.sql("SELECT 1")
             assert len(_Flaky.hits) == sends, (retry, len(_Flaky.hits))
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
