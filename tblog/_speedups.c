@@ -8,9 +8,9 @@
  * ``TinybirdLoggingHandler.emit``): ``attrs`` (the record's ``__dict__``) copied, a single plain
  * %-argument kept for the sender to merge, the context (``attrs[CTX_ATTR]``, else
  * ``context.capture()`` once OpenTelemetry's ``opentelemetry.trace`` is imported, else
- * ``context.current()``) and ``plain`` in the reused slots; returns ``(snapshot, size)``,
- * ``(copy, -1)`` when the message must be merged now (the handler does that, and the rest),
- * or ``(None, -2)`` for a record with an exception (the handler's general snapshot).
+ * ``context.current()``) and ``plain`` in the reused slots; returns ``(snapshot, size)``, or
+ * ``(None, -1)`` for any other record (an exception, a message to merge now): the handler's
+ * Python steps take it.
  * The snapshot is left to the garbage collector's blind side: nothing but the buffer refers
  * to it, so it can be in no reference cycle, and collections do not walk (and promote) the
  * records waiting in the buffer.
@@ -138,8 +138,8 @@ static int put_json_str(Buf *b, PyObject *s) {
 
 static PyObject *S_exc_info, *S_stack_info, *S_created, *S_exc_text, *S_msg, *S_args;
 static PyObject *S_fallback, *S_heads, *S_new_head, *S_extras, *S_new_extras, *S_second;
-static PyObject *S_id_prefix, *S_id_counter, *S_limit, *S_per_chunk, *S_plain_len;
-static PyObject *S_redact, *S_static, *S_value_json, *S_fmt_key, *S_rate_key, *S_shape_keys;
+static PyObject *S_id_prefix, *S_id_counter, *S_limit, *S_per_chunk;
+static PyObject *S_redact, *S_static, *S_value_json, *S_rate_key, *S_shape_keys;
 static PyObject *S_extra_json, *S_redact_text, *S_python_line;
 
 static int intern_all(void) {
@@ -160,11 +160,9 @@ static int intern_all(void) {
     INTERN(S_id_counter, "id_counter");
     INTERN(S_limit, "limit");
     INTERN(S_per_chunk, "per_chunk");
-    INTERN(S_plain_len, "plain_len");
     INTERN(S_redact, "redact");
     INTERN(S_static, "static");
     INTERN(S_value_json, "value_json");
-    INTERN(S_fmt_key, "fmt_key");
     INTERN(S_rate_key, "rate_key");
     INTERN(S_shape_keys, "shape_keys");
     INTERN(S_extra_json, "extra_json");
@@ -180,7 +178,7 @@ static PyObject *CTX_ATTR = NULL, *CURRENT = NULL, *CAPTURE = NULL, *MODULES = N
 static PyObject *OTEL = NULL;
 static Py_ssize_t SNAP_OVERHEAD = 0, SNAP_BASE = 0;
 
-static PyObject *S_fmt_key_const;
+static PyObject *FMT_KEY = NULL; /* the snapshot's formatter-output key */
 
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *ctx_attr, *fmt_key, *current, *capture, *modules, *otel;
@@ -200,7 +198,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_INCREF(ctx_attr);
     Py_XSETREF(CTX_ATTR, ctx_attr);
     Py_INCREF(fmt_key);
-    Py_XSETREF(S_fmt_key_const, fmt_key);
+    Py_XSETREF(FMT_KEY, fmt_key);
     SNAP_OVERHEAD = overhead;
     SNAP_BASE = base;
     Py_RETURN_NONE;
@@ -213,48 +211,39 @@ static PyObject *snapshot(PyObject *self, PyObject *const *argv, Py_ssize_t argc
         PyErr_SetString(PyExc_TypeError, "snapshot(attrs: dict, plain), once configured");
         return NULL;
     }
+    PyObject *attrs = argv[0];
     PyObject *slots[2] = {S_exc_info, S_exc_text}; /* ``not exc_info and not exc_text`` */
     for (int k = 0; k < 2; k++) {
-        PyObject *v = PyDict_GetItemWithError(argv[0], slots[k]);
+        PyObject *v = PyDict_GetItemWithError(attrs, slots[k]);
         int truth = v != NULL ? PyObject_IsTrue(v) : (PyErr_Occurred() ? -1 : 1);
-        if (truth < 0) {
-            return NULL;
-        }
-        if (truth) {
-            return Py_BuildValue("(On)", Py_None, (Py_ssize_t)-2);
+        if (truth != 0) {
+            return truth < 0 ? NULL : Py_BuildValue("(On)", Py_None, (Py_ssize_t)-1);
         }
     }
-    PyObject *snap = PyDict_Copy(argv[0]);
-    if (snap == NULL) {
-        return NULL;
-    }
-    PyObject *msg = PyDict_GetItemWithError(snap, S_msg);
-    PyObject *args = msg != NULL ? PyDict_GetItemWithError(snap, S_args) : NULL;
-    if (args == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetObject(PyExc_KeyError, msg == NULL ? S_msg : S_args);
-        }
-        Py_DECREF(snap);
-        return NULL;
-    }
-    PyObject *arg = NULL; /* the deferred argument (borrowed from args), or NULL: none */
+    /* A str message with no argument, or one plain argument, the sender merges later; any
+     * other record (and one lacking ``msg`` or ``args``) is the Python steps'. */
+    PyObject *msg = PyDict_GetItemWithError(attrs, S_msg);
+    PyObject *args = msg != NULL ? PyDict_GetItemWithError(attrs, S_args) : NULL;
+    PyObject *arg = NULL; /* the deferred argument (borrowed), or NULL: none */
     int merge_later = 0;
-    if (PyUnicode_CheckExact(msg)) {
-        int empty = PyObject_Not(args);
-        if (empty < 0) {
-            Py_DECREF(snap);
-            return NULL;
-        }
-        if (empty) {
+    if (args != NULL && PyUnicode_CheckExact(msg)) {
+        if (args == Py_None) {
             merge_later = 1;
-        } else if (PyTuple_CheckExact(args) && PyTuple_GET_SIZE(args) == 1 &&
-                   deferrable(PyTuple_GET_ITEM(args, 0))) {
-            arg = PyTuple_GET_ITEM(args, 0);
-            merge_later = 1;
+        } else if (PyTuple_CheckExact(args)) {
+            Py_ssize_t n = PyTuple_GET_SIZE(args);
+            arg = n == 1 ? PyTuple_GET_ITEM(args, 0) : NULL;
+            merge_later = n == 0 || (arg != NULL && deferrable(arg));
         }
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
     }
     if (!merge_later) {
-        return Py_BuildValue("(Nn)", snap, (Py_ssize_t)-1);
+        return Py_BuildValue("(On)", Py_None, (Py_ssize_t)-1);
+    }
+    PyObject *snap = PyDict_Copy(attrs); /* runs no code of the application's */
+    if (snap == NULL) {
+        return NULL;
     }
     Py_ssize_t size = SNAP_OVERHEAD + PyUnicode_GET_LENGTH(msg);
     if (arg != NULL && PyUnicode_CheckExact(arg)) {
@@ -293,7 +282,7 @@ static PyObject *snapshot(PyObject *self, PyObject *const *argv, Py_ssize_t argc
 
 
 static PyObject *snapshot_sizes(PyObject *self, PyObject *const *argv, Py_ssize_t argc) {
-    if (argc != 3 || !PyList_CheckExact(argv[0]) || S_fmt_key_const == NULL) {
+    if (argc != 3 || !PyList_CheckExact(argv[0]) || FMT_KEY == NULL) {
         PyErr_SetString(PyExc_TypeError, "snapshot_sizes(snaps: list, exc_type, measure)");
         return NULL;
     }
@@ -319,7 +308,7 @@ static PyObject *snapshot_sizes(PyObject *self, PyObject *const *argv, Py_ssize_
             continue;
         }
         long long size = SNAP_OVERHEAD + 100 * (long long)(PyDict_GET_SIZE(a) - SNAP_BASE);
-        PyObject *keys[3] = {S_msg, S_args, S_fmt_key_const};
+        PyObject *keys[3] = {S_msg, S_args, FMT_KEY};
         for (int k = 0; k < 3; k++) {
             PyObject *v = PyDict_GetItemWithError(a, keys[k]);
             if (v != NULL && PyUnicode_CheckExact(v)) {
@@ -395,9 +384,9 @@ static PyObject *merge_messages(PyObject *self, PyObject *const *argv, Py_ssize_
 
 typedef struct {
     PyObject *fallback, *heads, *new_head, *extras, *new_extras, *second, *id_prefix;
-    PyObject *id_counter, *value_json, *fmt_key, *rate_key, *shape_keys, *extra_json;
+    PyObject *id_counter, *value_json, *rate_key, *shape_keys, *extra_json;
     PyObject *redact_text, *static_fields, *python_line;
-    Py_ssize_t limit, per_chunk, plain_len;
+    Py_ssize_t limit, per_chunk;
     int redact, has_static;
 } Ctx;
 
@@ -421,7 +410,6 @@ static int ctx_load(Ctx *c, PyObject *ctx) {
     GET(id_prefix, S_id_prefix);
     GET(id_counter, S_id_counter);
     GET(value_json, S_value_json);
-    GET(fmt_key, S_fmt_key);
     GET(rate_key, S_rate_key);
     GET(shape_keys, S_shape_keys);
     GET(extra_json, S_extra_json);
@@ -442,12 +430,15 @@ static int ctx_load(Ctx *c, PyObject *ctx) {
     if (c->field == -1 && PyErr_Occurred()) return -1
     GETN(limit, S_limit);
     GETN(per_chunk, S_per_chunk);
-    GETN(plain_len, S_plain_len);
 #undef GETN
     if ((v = ctx_get(ctx, S_redact)) == NULL || (c->redact = PyObject_IsTrue(v)) < 0) {
         return -1;
     }
     c->has_static = PyDict_GET_SIZE(c->static_fields) > 0;
+    if (FMT_KEY == NULL) {
+        PyErr_SetString(PyExc_TypeError, "encode_lines: configure() first");
+        return -1;
+    }
     if (c->per_chunk < 1) {
         PyErr_SetString(PyExc_ValueError, "encode_lines: per_chunk must be >= 1");
         return -1;
@@ -779,7 +770,7 @@ static int put_line(Buf *b, Loop *s, const Ctx *c, PyObject *a, PyObject *messag
             return (t1 < 0 || t2 < 0) ? -1 : 0;
         }
     }
-    int has = PyDict_Contains(a, c->fmt_key);
+    int has = PyDict_Contains(a, FMT_KEY);
     if (has != 0) {
         return has < 0 ? -1 : 0;
     }
@@ -811,7 +802,7 @@ static int put_line(Buf *b, Loop *s, const Ctx *c, PyObject *a, PyObject *messag
     }
     PyObject *keys = NULL;
     int secret = 0;
-    if (PyDict_GET_SIZE(a) != c->plain_len) {
+    if (PyDict_GET_SIZE(a) != SNAP_BASE) { /* a plain record's attributes: no extras */
         has = PyDict_Contains(a, c->rate_key);
         if (has != 0) {
             return has < 0 ? -1 : 0; /* kept by sampling: its row has a sample_rate */

@@ -323,15 +323,9 @@ class TinybirdLoggingHandler(ProducerControl, logging.Handler):
             formatter = self.formatter
             if formatter is not self._fmt_seen:
                 self._see_formatter(formatter)
-            compiled = self._compiled
-            if compiled is not None:  # the steps below, compiled (``_fast`` holds)
-                snap, size = compiled(record.__dict__, self._plain)
-                if size < 0:  # -1: the message is merged now; -2: an exception
-                    snap, size = (
-                        self._merged_now(snap, record, ident)
-                        if size == -1
-                        else self._general(record, formatter, ident)
-                    )
+            compiled = self._compiled  # the next branch's steps, compiled: None when not
+            if compiled is not None and (made := compiled(record.__dict__, self._plain))[0]:
+                snap, size = made  # (made[0] is None: not a common record, as below)
             elif self._fast and not record.exc_info and not record.exc_text:
                 # ``snapshot()`` for the common record, inline: see ``_event.Snapshot``
                 snap = record.__dict__.copy()
@@ -343,19 +337,31 @@ class TinybirdLoggingHandler(ProducerControl, logging.Handler):
                     # no %-formatting, or one plain argument: the sender merges it (nothing
                     # of the application's runs here, and no container is kept alive)
                     snap["args"] = arg = args[0] if args else None
-                    ctx = snap.get(CTX_ATTR)
-                    if ctx is None:
-                        ctx = _capture() if _OTEL in _modules else _current()
-                    snap["exc_text"] = ctx
-                    snap["exc_info"] = self._plain
-                    size = SNAPSHOT_OVERHEAD + len(msg) + 100 * (len(snap) - BASE_ATTRS)
-                    if type(arg) is str:
-                        size += len(arg)
-                    # (== snapshot_size(snap): the sender subtracts it when it takes it)
                 else:
-                    snap, size = self._merged_now(snap, record, ident)
+                    busy_threads[ident] = True  # the re-entry guard (see busy_threads)
+                    try:
+                        msg = record.getMessage()
+                    except Exception:  # noqa: BLE001 - bad %-args must not lose the record
+                        msg = get_message(record)
+                    finally:
+                        busy_threads.pop(ident, None)  # (a fork's reset may have run)
+                    snap["msg"] = msg
+                    snap["args"] = arg = None
+                ctx = snap.get(CTX_ATTR)
+                if ctx is None:
+                    ctx = _capture() if _OTEL in _modules else _current()
+                snap["exc_text"] = ctx
+                snap["exc_info"] = self._plain
+                size = SNAPSHOT_OVERHEAD + len(msg) + 100 * (len(snap) - BASE_ATTRS)
+                if type(arg) is str:
+                    size += len(arg)
+                # (== snapshot_size(snap), which the sender subtracts when it takes the snapshot)
             else:
-                snap, size = self._general(record, formatter, ident)
+                busy_threads[ident] = True
+                try:
+                    snap, size = snapshot(record, self._fmt_kind, formatter, self._keep_args)
+                finally:
+                    busy_threads.pop(ident, None)  # (a fork's reset may have run)
             if admit is not None and rate != 1.0:  # kept by sampling: the row says its rate
                 snap[RATE_KEY] = rate  # (the snapshot is tblog's own copy of the record)
                 size += 100  # one more attribute (see snapshot_size)
@@ -364,37 +370,6 @@ class TinybirdLoggingHandler(ProducerControl, logging.Handler):
             self._put(snap, size, record.process)
         except Exception:  # noqa: BLE001 - never raise into the application
             self.handleError(record)
-
-    def _general(
-        self, record: logging.LogRecord, formatter: logging.Formatter | None, ident: int
-    ) -> tuple[Snapshot, int]:
-        """``emit``'s snapshot of any record (``snapshot()``), under the re-entry guard."""
-        busy_threads[ident] = True
-        try:
-            return snapshot(record, self._fmt_kind, formatter, self._keep_args)
-        finally:
-            busy_threads.pop(ident, None)  # (a fork's reset may have run)
-
-    def _merged_now(
-        self, snap: Snapshot, record: logging.LogRecord, ident: int
-    ) -> tuple[Snapshot, int]:
-        """``emit``'s snapshot (``snap``: the record's attributes, copied) of a record whose
-        message is merged on the caller's thread: %-arguments other than one plain value."""
-        busy_threads[ident] = True  # the re-entry guard (see busy_threads)
-        try:
-            msg = record.getMessage()
-        except Exception:  # noqa: BLE001 - bad %-args must not lose the record
-            msg = get_message(record)
-        finally:
-            busy_threads.pop(ident, None)  # (a fork's reset may have run)
-        snap["msg"] = msg
-        snap["args"] = None
-        ctx = snap.get(CTX_ATTR)
-        if ctx is None:
-            ctx = _capture() if _OTEL in _modules else _current()
-        snap["exc_text"] = ctx
-        snap["exc_info"] = self._plain
-        return snap, SNAPSHOT_OVERHEAD + len(msg) + 100 * (len(snap) - BASE_ATTRS)
 
     def _ship_summary(self, record: logging.LogRecord) -> None:
         """Ship a record the gate made ("repeated K times"), as ``emit`` ships one it admits."""

@@ -110,9 +110,9 @@ class _Batch:
     one batch: the caches, the callbacks for what is not plain, the id block."""
 
     __slots__ = (
-        "extra_json", "extras", "fallback", "fmt_key", "heads", "id_counter", "id_prefix",
-        "limit", "new_extras", "new_head", "per_chunk", "plain_len", "python_line", "rate_key",
-        "redact", "redact_text", "second", "shape_keys", "static", "value_json",
+        "extra_json", "extras", "fallback", "heads", "id_counter", "id_prefix", "limit",
+        "new_extras", "new_head", "per_chunk", "python_line", "rate_key", "redact",
+        "redact_text", "second", "shape_keys", "static", "value_json",
     )  # fmt: skip
 
     def __init__(self, builder: EventBuilder) -> None:
@@ -131,7 +131,7 @@ class _Batch:
         self.id_prefix, self.id_counter = ids.state()
         self.second = _second_text
         self.value_json = _value_json
-        self.fmt_key, self.rate_key, self.plain_len = FMT_KEY, RATE_KEY, BASE_ATTRS
+        self.rate_key = RATE_KEY  # (FMT_KEY and BASE_ATTRS: tblog._event.compiled configures)
         self.per_chunk, self.shape_keys = LINES_PER_CHUNK, _SHAPE_KEYS
 
 
