@@ -268,6 +268,37 @@ def test_the_page_is_served_with_a_policy_that_runs_no_inline_script(server: Loc
     )
 
 
+def test_connect_pressed_before_the_config_arrives_connects_and_never_reloads(
+    server: LocalServer, read_token: str, page: Any, ship: Shipper
+) -> None:
+    # the page fetches /ui/config when its DOM is ready and goto() returns at "load", which
+    # can come first: a press in that gap must connect, not submit the form natively (which
+    # lost the press and the token; seen once in CI as "enter a read token")
+    ship.logger("early").info("pressed early")
+    ship.flush()
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        held.append(route)
+
+    page.route("**/ui/config", hold)
+    page.goto(server.url + "/")
+    wait_for_held = time.monotonic() + WAIT
+    while not held:
+        assert time.monotonic() < wait_for_held, "the page never asked for /ui/config"
+        page.wait_for_timeout(20)
+    page.fill("#token", read_token)
+    page.click("#connect-btn", no_wait_after=True)  # a native submit is what is under test
+    page.wait_for_timeout(200)  # room for one to happen before the config is let through
+    assert len(held) == 1
+    held[0].continue_()
+    page.unroute("**/ui/config")
+    wait_for(page, "window.tblogUI.done.live > 0", "the first load")
+    apply_filters(page, app=ship.app)
+    assert live_messages(page) == ["pressed early"]
+    assert page.input_value("#token") == ""
+
+
 # -- live tail ------------------------------------------------------------------------
 
 

@@ -660,7 +660,8 @@
     if (!$("tab-charts").hidden) await drawCharts();
   }
 
-  async function init() {
+  /** Read /ui/config (the API to read through, datasources, a token `tblog ui` was given). */
+  async function loadConfig() {
     let config = {};
     try {
       const r = await fetch("/ui/config", { cache: "no-store", credentials: "omit" });
@@ -672,13 +673,22 @@
     $("api-label").textContent = state.api || location.origin;
     if (typeof config.logs === "string") $("ds-logs").value = config.logs;
     if (typeof config.traces === "string") $("ds-traces").value = config.traces;
+    if (state.token) return; // typed while the config was on its way: the typed one wins
     if (typeof config.token === "string" && config.token) {
       state.token = config.token;
       sessionStorage.setItem(TOKEN_KEY, state.token);
     } else {
       state.token = sessionStorage.getItem(TOKEN_KEY);
     }
+  }
 
+  /**
+   * Attach every control at once, before the config arrives: a form without its listener
+   * would submit natively (a reload that loses what was typed).  Each action waits for the
+   * config (`ready`), since the API it reads through comes from it.
+   */
+  function wire(ready) {
+    const after = (action) => run(ready.then(action));
     $("connect").addEventListener("submit", (ev) => {
       ev.preventDefault();
       const typed = $("token").value.trim();
@@ -687,7 +697,7 @@
         state.token = typed;
         sessionStorage.setItem(TOKEN_KEY, typed);
       }
-      run(connect());
+      after(connect);
     });
     $("forget").addEventListener("click", () => {
       state.gen++;
@@ -699,22 +709,23 @@
     });
     $("filters").addEventListener("submit", (ev) => {
       ev.preventDefault();
-      run(startLive());
-      if (!$("tab-charts").hidden) run(drawCharts());
+      after(startLive);
+      if (!$("tab-charts").hidden) after(drawCharts);
       const trace = $("f-trace").value.trim();
-      if (trace && !$("tab-trace").hidden) run(openTrace(trace));
+      if (trace && !$("tab-trace").hidden) after(() => openTrace(trace));
     });
     $("follow").addEventListener("change", () => {
-      if ($("follow").checked) run(startLive());
+      if ($("follow").checked) after(startLive);
       else stopPolling();
     });
     $("trace-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
-      run(openTrace($("trace-id").value));
+      const trace = $("trace-id").value;
+      after(() => openTrace(trace));
     });
     $("chart-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
-      run(drawCharts());
+      after(drawCharts);
     });
     $("c-range").addEventListener("change", () => {
       const custom = $("c-range").value === "custom";
@@ -724,11 +735,14 @@
     for (const b of document.querySelectorAll("nav button")) {
       b.addEventListener("click", () => {
         showTab(b.dataset.tab);
-        if (b.dataset.tab === "charts" && state.token) run(drawCharts());
+        if (b.dataset.tab === "charts" && state.token) after(drawCharts);
       });
     }
-    await connect();
   }
 
-  document.addEventListener("DOMContentLoaded", () => run(init()));
+  document.addEventListener("DOMContentLoaded", () => {
+    const ready = loadConfig();
+    wire(ready);
+    run(ready.then(connect));
+  });
 })();
